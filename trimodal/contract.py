@@ -1,0 +1,99 @@
+"""Tensor names, dtypes and shapes shared by export, the Triton configs, the backends and the clients.
+
+Names are chosen here (never exporter-generated). Shapes exclude the batch dimension; ``-1`` is a
+variable dimension. The functions below derive the concrete shapes from a :class:`PipelineSpec`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trimodal.spec import PipelineSpec
+
+# Ensemble inputs (BYTES, one element per sample; an empty element means the modality is absent).
+IMAGE = "IMAGE"
+TEXT = "TEXT"
+AUDIO = "AUDIO"
+
+# Preprocessor outputs / encoder inputs.
+IMAGE_TENSOR = "IMAGE_TENSOR"
+INPUT_IDS = "INPUT_IDS"
+ATTENTION_MASK = "ATTENTION_MASK"
+AUDIO_TENSOR = "AUDIO_TENSOR"
+IMAGE_MASK = "IMAGE_MASK"
+TEXT_MASK = "TEXT_MASK"
+AUDIO_MASK = "AUDIO_MASK"
+
+# Encoder outputs / fusion inputs.
+IMAGE_FEATURES = "IMAGE_FEATURES"
+TEXT_FEATURES = "TEXT_FEATURES"
+AUDIO_FEATURES = "AUDIO_FEATURES"
+
+# Fusion / ensemble outputs. LABEL carries the same values as PROBABILITIES; it exists so that a client
+# can ask Triton's classification extension for the top-k labels (class_count) and still get the raw
+# probabilities in the same response.
+PROBABILITIES = "PROBABILITIES"
+LABEL = "LABEL"
+
+ENSEMBLE = "multimodal"
+LABELS_FILE = "labels.txt"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor of a model: Triton dtype string (``TYPE_`` suffix) and dims without batch."""
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+    label_file: bool = False
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """Inputs and outputs of one Triton model."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+def model_io(spec: PipelineSpec) -> dict[str, ModelIO]:
+    """Inputs/outputs of every model of the pipeline, derived from the spec.
+
+    Args:
+        spec: the pipeline spec.
+
+    Returns:
+        A mapping from model name (including the ensemble) to its tensors.
+    """
+    size = spec.modalities.image.size
+    audio = spec.modalities.audio
+    classes = spec.num_classes
+    mask = lambda name: TensorSpec(name, "FP32", (1,))  # noqa: E731
+    image_tensor = TensorSpec(IMAGE_TENSOR, "FP32", (1, size, size))
+    input_ids = TensorSpec(INPUT_IDS, "INT64", (-1,))
+    attention = TensorSpec(ATTENTION_MASK, "INT64", (-1,))
+    audio_tensor = TensorSpec(AUDIO_TENSOR, "FP32", (1, audio.n_mels, audio.n_frames))
+    image_features = TensorSpec(IMAGE_FEATURES, "FP32", (spec.modalities.image.feature_dim,))
+    text_features = TensorSpec(TEXT_FEATURES, "FP32", (spec.modalities.text.feature_dim,))
+    audio_features = TensorSpec(AUDIO_FEATURES, "FP32", (audio.feature_dim,))
+    probabilities = TensorSpec(PROBABILITIES, "FP32", (classes,))
+    label = TensorSpec(LABEL, "FP32", (classes,), label_file=True)
+    raw = lambda name: TensorSpec(name, "BYTES", (1,))  # noqa: E731
+    return {
+        "preprocess_image": ModelIO((raw(IMAGE),), (image_tensor, mask(IMAGE_MASK))),
+        "preprocess_text": ModelIO((raw(TEXT),), (input_ids, attention, mask(TEXT_MASK))),
+        "preprocess_audio": ModelIO((raw(AUDIO),), (audio_tensor, mask(AUDIO_MASK))),
+        "image_encoder": ModelIO((image_tensor,), (image_features,)),
+        "text_encoder": ModelIO((input_ids, attention), (text_features,)),
+        "audio_encoder": ModelIO((audio_tensor,), (audio_features,)),
+        "fusion_classifier": ModelIO(
+            (image_features, text_features, audio_features, mask(IMAGE_MASK), mask(TEXT_MASK), mask(AUDIO_MASK)),
+            (probabilities, label),
+        ),
+        ENSEMBLE: ModelIO((raw(IMAGE), raw(TEXT), raw(AUDIO)), (probabilities, label)),
+    }
+
+
+ENCODERS: tuple[str, ...] = ("image_encoder", "text_encoder", "audio_encoder", "fusion_classifier")
+PREPROCESSORS: tuple[str, ...] = ("preprocess_image", "preprocess_text", "preprocess_audio")
