@@ -155,6 +155,25 @@ class ResolvedServing(_Strict):
         return self
 
 
+class EnginesSpec(_Strict):
+    """TensorRT engine build settings (GPU target)."""
+
+    workspace_mib: int = Field(gt=0)
+    # One plan per GPU architecture (Triton's cc_model_filenames); empty = a single model.plan.
+    compute_capabilities: list[str] = Field(default_factory=list)
+    text_min_tokens: int = Field(ge=1)
+    calibration_batches: int = Field(gt=0)
+
+    @field_validator("compute_capabilities")
+    @classmethod
+    def _check_cc(cls, value: list[str]) -> list[str]:
+        for cc in value:
+            major, _, minor = cc.partition(".")
+            if not (major.isdigit() and minor.isdigit()):
+                raise ValueError(f"compute capability {cc!r}: expected MAJOR.MINOR such as '8.6'")
+        return value
+
+
 MODEL_NAMES: tuple[str, ...] = (
     "preprocess_image",
     "preprocess_text",
@@ -219,6 +238,7 @@ class PipelineSpec(_Strict):
     fusion: FusionSpec
     training: TrainingSpec
     precision: Literal["fp32", "fp16", "int8"]
+    engines: EnginesSpec
     serving: ServingSpec
 
     @field_validator("classes")
@@ -256,7 +276,9 @@ def parse_spec(data: object, source: str = "<dict>") -> PipelineSpec:
         SpecError: naming every invalid field.
     """
     if not isinstance(data, dict):
-        raise SpecError(f"invalid pipeline spec {source}: expected a mapping at the top level, got {type(data).__name__}")
+        raise SpecError(
+            f"invalid pipeline spec {source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
