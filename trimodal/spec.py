@@ -82,7 +82,7 @@ class AudioSpec(_Strict):
     @property
     def clip_samples(self) -> int:
         """Number of samples in one clip."""
-        return int(round(self.sample_rate * self.clip_seconds))
+        return round(self.sample_rate * self.clip_seconds)
 
     @property
     def n_frames(self) -> int:
