@@ -136,6 +136,7 @@ class ModelServing(_Strict):
     max_queue_delay_us: int | None = Field(default=None, ge=0)
     cpu_instances: int | None = Field(default=None, gt=0)
     gpu_instances: int | None = Field(default=None, gt=0)
+    ort_threads: int | None = Field(default=None, gt=0)
 
 
 class ResolvedServing(_Strict):
@@ -146,6 +147,7 @@ class ResolvedServing(_Strict):
     max_queue_delay_us: int = Field(ge=0)
     cpu_instances: int = Field(gt=0)
     gpu_instances: int = Field(gt=0)
+    ort_threads: int = Field(default=1, gt=0)  # ONNX Runtime intra-op threads per CPU instance
 
     @model_validator(mode="after")
     def _preferred_fit(self) -> ResolvedServing:

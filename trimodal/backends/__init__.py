@@ -1,0 +1,1 @@
+"""Code behind the Triton Python-backend models (imported by the rendered model.py shims)."""

@@ -1,0 +1,125 @@
+"""Shared plumbing of trimodal's Triton Python-backend models.
+
+``triton_python_backend_utils`` only exists inside Triton's Python stub, so it is imported lazily;
+everything else here is plain numpy and testable without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trimodal.errors import PreprocessError
+
+LOGGER = logging.getLogger(__name__)
+
+
+def _pb_utils() -> Any:
+    import triton_python_backend_utils as pb_utils
+
+    return pb_utils
+
+
+class BatchedModel:
+    """Base class: per-request decoding and error isolation, one compute call per request batch.
+
+    Subclasses implement :meth:`setup` and :meth:`compute`. A :class:`PreprocessError` (or ``ValueError``)
+    raised for one request becomes that request's INVALID_ARGUMENT response; the other requests of the
+    batch are answered normally and the model stays up.
+    """
+
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+    # When True, all requests of a batch are concatenated for one compute() call (tensor models);
+    # when False, compute() runs per request (decoders, where one bad element must fail one request).
+    concatenate: bool = False
+
+    def initialize(self, args: dict[str, str]) -> None:
+        """Triton entry point: read the model config and set the model up.
+
+        Args:
+            args: Triton's initialize arguments (model_config JSON, repository, version, ...).
+        """
+        self.model_config = json.loads(args["model_config"])
+        self.model_name = args["model_name"]
+        self.version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.parameters = {k: v["string_value"] for k, v in self.model_config.get("parameters", {}).items()}
+        self.input_names = tuple(t["name"] for t in self.model_config["input"])
+        self.output_names = tuple(t["name"] for t in self.model_config["output"])
+        self.output_dtypes = {
+            t["name"]: _pb_utils().triton_string_to_numpy(t["data_type"]) for t in self.model_config["output"]
+        }
+        self.setup()
+
+    def setup(self) -> None:
+        """Load whatever the model needs (override)."""
+
+    def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Turn one batch of inputs into outputs (override).
+
+        Args:
+            inputs: input name -> array with the batch dimension first.
+
+        Returns:
+            output name -> array with the same batch size.
+        """
+        raise NotImplementedError
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        """Triton entry point: answer every request, each with outputs or its own error."""
+        pb_utils = _pb_utils()
+        batches = [self._read(request, pb_utils) for request in requests]
+        if self.concatenate:
+            results = self._compute_concatenated(batches)
+        else:
+            results = [self._safe_compute(batch) for batch in batches]
+        return [self._respond(result, pb_utils) for result in results]
+
+    def _read(self, request: Any, pb_utils: Any) -> dict[str, np.ndarray]:
+        return {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names}
+
+    def _safe_compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray] | Exception:
+        try:
+            return self.compute(batch)
+        except (PreprocessError, ValueError) as exc:
+            return exc
+
+    def _compute_concatenated(self, batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray] | Exception]:
+        rejected = [self.reject(batch) for batch in batches]
+        accepted = [batch for batch, error in zip(batches, rejected, strict=True) if error is None]
+        results: list[dict[str, np.ndarray] | Exception] = list(rejected)  # type: ignore[arg-type]
+        if not accepted:
+            return results
+        sizes = [len(next(iter(batch.values()))) for batch in accepted]
+        merged = {name: np.concatenate([batch[name] for batch in accepted]) for name in self.input_names}
+        outputs = self.compute(merged)
+        bounds = np.cumsum([0, *sizes])
+        slots = iter(range(len(accepted)))
+        for position, error in enumerate(rejected):
+            if error is None:
+                i = next(slots)
+                results[position] = {name: value[bounds[i] : bounds[i + 1]] for name, value in outputs.items()}
+        return results
+
+    def reject(self, batch: dict[str, np.ndarray]) -> Exception | None:
+        """Validate one request before it joins the merged batch (override); None means accepted."""
+        return None
+
+    def _respond(self, result: dict[str, np.ndarray] | Exception, pb_utils: Any) -> Any:
+        if isinstance(result, Exception):
+            code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+            error = pb_utils.TritonError(str(result), code) if code is not None else pb_utils.TritonError(str(result))
+            return pb_utils.InferenceResponse(output_tensors=[], error=error)
+        tensors = [
+            pb_utils.Tensor(name, np.ascontiguousarray(result[name], dtype=self.output_dtypes[name]))
+            for name in self.output_names
+        ]
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
+    def finalize(self) -> None:
+        """Triton entry point on unload."""
+        LOGGER.info("%s unloaded", getattr(self, "model_name", "model"))

@@ -1,0 +1,64 @@
+"""Python-backend preprocessors: raw client bytes -> encoder tensors + presence masks.
+
+They call exactly the functions the training used (:mod:`trimodal.data.preprocess`), configured by the
+``modality_spec`` parameter that :mod:`trimodal.repository` renders from pipeline.yaml.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trimodal import contract
+from trimodal.backends.base import BatchedModel
+from trimodal.spec import AudioSpec, ImageSpec, TextSpec
+
+
+def _flatten(column: np.ndarray) -> list[bytes]:
+    """(B, 1) object array of bytes -> list of B bytes."""
+    return [bytes(item) for item in column.reshape(-1)]
+
+
+class PreprocessImage(BatchedModel):
+    """IMAGE (PNG/JPEG bytes) -> IMAGE_TENSOR, IMAGE_MASK."""
+
+    def setup(self) -> None:
+        """Read the image spec from the model parameters."""
+        self.spec = ImageSpec.model_validate_json(self.parameters["modality_spec"])
+
+    def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Decode one request's images."""
+        from trimodal.data.preprocess import preprocess_images
+
+        tensor, mask = preprocess_images(_flatten(inputs[contract.IMAGE]), self.spec)
+        return {contract.IMAGE_TENSOR: tensor, contract.IMAGE_MASK: mask}
+
+
+class PreprocessText(BatchedModel):
+    """TEXT (UTF-8 bytes) -> INPUT_IDS, ATTENTION_MASK, TEXT_MASK (tokenized with `tokenizers`)."""
+
+    def setup(self) -> None:
+        """Load the tokenizer shipped in the version folder."""
+        from trimodal.data.preprocess import TextPreprocessor
+
+        self.spec = TextSpec.model_validate_json(self.parameters["modality_spec"])
+        self.tokenize = TextPreprocessor(self.spec, self.version_dir / "tokenizer.json")
+
+    def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Tokenize one request's texts."""
+        ids, attention, mask = self.tokenize(_flatten(inputs[contract.TEXT]))
+        return {contract.INPUT_IDS: ids, contract.ATTENTION_MASK: attention, contract.TEXT_MASK: mask}
+
+
+class PreprocessAudio(BatchedModel):
+    """AUDIO (WAV bytes) -> AUDIO_TENSOR (log-mel), AUDIO_MASK."""
+
+    def setup(self) -> None:
+        """Read the audio spec from the model parameters."""
+        self.spec = AudioSpec.model_validate_json(self.parameters["modality_spec"])
+
+    def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Decode and featurize one request's clips."""
+        from trimodal.data.preprocess import preprocess_audio
+
+        tensor, mask = preprocess_audio(_flatten(inputs[contract.AUDIO]), self.spec)
+        return {contract.AUDIO_TENSOR: tensor, contract.AUDIO_MASK: mask}

@@ -1,0 +1,312 @@
+"""Start, watch and stop a real ``tritonserver``.
+
+By default the binary shipped in the ``nvidia-pytriton`` wheel is used (Triton 2.51 with the Python
+backend), started with ``--model-config-name cpu`` so that the encoders run their ONNX graphs in ONNX
+Runtime. ``TRIMODAL_TRITONSERVER`` points at another binary (e.g. inside NVIDIA's container).
+
+The server always runs in its own process group. :meth:`TritonServer.start` waits for readiness with a
+timeout and, on failure, stops everything and raises :class:`ServerError` with the tail of the log
+(a Python stub that cannot start makes Triton hang forever otherwise). :meth:`TritonServer.stop`
+sends SIGTERM, waits ``exit_timeout + 5`` seconds, kills what is left, and removes this server's
+``/dev/shm`` segments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trimodal.errors import ServerError
+
+LOGGER = logging.getLogger(__name__)
+
+SHM_DIR = Path("/dev/shm")
+DEFAULT_BUILD_DIR = Path(__file__).resolve().parent.parent / "build"
+
+
+@dataclass
+class ServerConfig:
+    """How to run tritonserver. Defaults are Triton's ports bound to loopback."""
+
+    model_repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    model_config_name: str | None = "cpu"
+    exit_timeout_s: int = 30
+    log_verbose: int = 0
+    work_dir: Path = DEFAULT_BUILD_DIR / "triton"
+    binary: Path | None = None
+    extra_args: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the gRPC endpoint."""
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        """``http://host:port`` of the HTTP endpoint."""
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """URL of the Prometheus metrics endpoint."""
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on ``host`` (for tests and parallel servers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _pytriton_dir() -> Path:
+    try:
+        import pytriton
+    except ImportError as exc:
+        raise ServerError(
+            "the embedded Triton server needs the nvidia-pytriton wheel: pip install 'trimodal[server]' "
+            "(or set TRIMODAL_TRITONSERVER to a tritonserver binary)"
+        ) from exc
+    return Path(pytriton.__file__).resolve().parent / "tritonserver"
+
+
+def find_tritonserver(binary: Path | None = None) -> Path:
+    """Locate the tritonserver binary: argument, ``TRIMODAL_TRITONSERVER``, else the pytriton wheel's.
+
+    Raises:
+        ServerError: if it does not exist.
+    """
+    candidate = binary or os.environ.get("TRIMODAL_TRITONSERVER")
+    path = Path(candidate) if candidate else _pytriton_dir() / "bin" / "tritonserver"
+    if not path.is_file():
+        raise ServerError(f"tritonserver binary not found at {path}")
+    return path
+
+
+def _libs_dir() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
+
+
+def prepare_backends(work_dir: Path) -> Path:
+    """Lay out a backends directory with the Python backend and the stub for this interpreter.
+
+    Args:
+        work_dir: where to create ``backends/``.
+
+    Returns:
+        The backends directory to pass as ``--backend-directory``.
+    """
+    source = _pytriton_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"no Triton Python backend stub for Python {version} in {stub.parent.parent}")
+    target = work_dir / "backends" / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    for item in [*(source / "backends" / "python").iterdir(), stub]:
+        if item.is_file():
+            destination = target / item.name
+            if not destination.exists() or destination.stat().st_size != item.stat().st_size:
+                shutil.copy2(item, destination)
+    return target.parent
+
+
+def _server_env(embedded: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    # The Python stub runs in isolated mode: it sees this venv's packages only when its bin is first on PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if embedded:
+        libs = str(_libs_dir())
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [libs, env.get("LD_LIBRARY_PATH")]))
+    return env
+
+
+class TritonServer:
+    """A tritonserver process: ``with TritonServer(config) as server: ...`` starts and always stops it."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.process: subprocess.Popen[bytes] | None = None
+        self.shm_prefix = f"trimodal_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
+        self.log_path = config.work_dir / f"tritonserver-{config.grpc_port}.log"
+
+    def command(self) -> list[str]:
+        """The full tritonserver command line."""
+        cfg = self.config
+        binary = find_tritonserver(cfg.binary)
+        embedded = cfg.binary is None and not os.environ.get("TRIMODAL_TRITONSERVER")
+        args = [
+            str(binary),
+            f"--model-repository={cfg.model_repository}",
+            "--model-control-mode=none",
+            "--strict-readiness=true",
+            f"--exit-timeout-secs={cfg.exit_timeout_s}",
+            f"--http-address={cfg.host}",
+            f"--http-port={cfg.http_port}",
+            f"--grpc-address={cfg.host}",
+            f"--grpc-port={cfg.grpc_port}",
+            f"--metrics-address={cfg.host}",
+            f"--metrics-port={cfg.metrics_port}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            f"--log-verbose={cfg.log_verbose}",
+        ]
+        if embedded:
+            args.append(f"--backend-directory={prepare_backends(cfg.work_dir)}")
+        if cfg.model_config_name:
+            args.append(f"--model-config-name={cfg.model_config_name}")
+        args.extend(cfg.extra_args)
+        return args
+
+    def start(self, timeout_s: float = 180.0) -> TritonServer:
+        """Start the server and wait until it is ready.
+
+        Args:
+            timeout_s: how long to wait for readiness.
+
+        Returns:
+            self.
+
+        Raises:
+            ServerError: if it exits or is not ready in time (with the log tail); the server is stopped.
+        """
+        if self.process is not None:
+            raise ServerError("server already started")
+        self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        command = self.command()
+        embedded = self.config.binary is None and not os.environ.get("TRIMODAL_TRITONSERVER")
+        LOGGER.info("starting tritonserver: gRPC %s, HTTP %s", self.config.grpc_url, self.config.http_url)
+        LOGGER.debug("command: %s", " ".join(command))
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(  # noqa: S603
+                command, stdout=log, stderr=subprocess.STDOUT, env=_server_env(embedded), start_new_session=True
+            )
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        LOGGER.info("tritonserver ready (pid %d, log %s)", self.process.pid, self.log_path)
+        return self
+
+    def is_ready(self) -> bool:
+        """True when the HTTP readiness endpoint answers 200 (every model is ready)."""
+        try:
+            with urllib.request.urlopen(f"{self.config.http_url}/v2/health/ready", timeout=2) as response:  # noqa: S310
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def is_live(self) -> bool:
+        """True when the HTTP liveness endpoint answers 200."""
+        try:
+            with urllib.request.urlopen(f"{self.config.http_url}/v2/health/live", timeout=2) as response:  # noqa: S310
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll readiness until ``timeout_s``.
+
+        Raises:
+            ServerError: if the process exits or the timeout passes, with the log tail.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise ServerError(f"tritonserver exited with code {code} before it was ready:\n{self.log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        raise ServerError(f"tritonserver was not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the server log."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait ``exit_timeout + 5`` s, then SIGKILL the process group; remove shm segments.
+
+        Returns:
+            The server's exit code (None if it was never started).
+        """
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        code = process.poll()
+        if code is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                code = process.wait(timeout=self.config.exit_timeout_s + 5)
+            except subprocess.TimeoutExpired:
+                LOGGER.warning("tritonserver did not exit in time; killing it")
+                code = None
+        # Stubs live in the same process group: make sure none outlives the server.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if code is None:
+            code = process.wait(timeout=10)
+        self._remove_shm()
+        LOGGER.info("tritonserver stopped (exit code %s)", code)
+        return code
+
+    def _remove_shm(self) -> None:
+        for segment in SHM_DIR.glob(f"{self.shm_prefix}*"):
+            with contextlib.suppress(OSError):
+                segment.unlink()
+
+    def shm_segments(self) -> list[Path]:
+        """This server's /dev/shm segments (empty after :meth:`stop`)."""
+        return sorted(SHM_DIR.glob(f"{self.shm_prefix}*"))
+
+    def __enter__(self) -> TritonServer:
+        if self.process is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def serving(config: ServerConfig, timeout_s: float = 180.0) -> Iterator[TritonServer]:
+    """Context manager: a started server that is always stopped.
+
+    Args:
+        config: server settings.
+        timeout_s: readiness timeout.
+
+    Yields:
+        The ready server.
+    """
+    server = TritonServer(config).start(timeout_s)
+    try:
+        yield server
+    finally:
+        server.stop()
