@@ -1,0 +1,264 @@
+"""gRPC client of the ``multimodal`` ensemble: raw bytes in, typed results out, a deadline on every call.
+
+Example:
+    >>> from trimodal.client import TrimodalClient, Sample
+    >>> with TrimodalClient("127.0.0.1:8001") as client:
+    ...     result = client.classify(Sample(image=png_bytes, text="sieben", audio=wav_bytes))
+    ...     print(result.label, result.probability)
+
+Only ``tritonclient[grpc]`` and numpy are needed (``pip install trimodal`` installs no torch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trimodal import contract
+from trimodal.errors import ClientError
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_URL = "127.0.0.1:8001"
+DEFAULT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One multimodal sample; any modality may be None (sent as an empty element = absent)."""
+
+    image: bytes | None = None
+    text: str | bytes | None = None
+    audio: bytes | None = None
+
+    @classmethod
+    def from_files(
+        cls, image: str | os.PathLike[str] | None = None, text: str | None = None,
+        audio: str | os.PathLike[str] | None = None,
+    ) -> Sample:  # fmt: skip
+        """Build a sample from an image file, a text and a WAV file (each optional).
+
+        Raises:
+            ClientError: if a file cannot be read.
+        """
+        return cls(image=_read(image, "image"), text=text, audio=_read(audio, "audio"))
+
+    def encoded(self) -> tuple[bytes, bytes, bytes]:
+        """The three ensemble elements (empty bytes for an absent modality)."""
+        text = self.text.encode("utf-8") if isinstance(self.text, str) else self.text
+        return self.image or b"", text or b"", self.audio or b""
+
+
+def _read(path: str | os.PathLike[str] | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ClientError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Result for one sample: top label, its probability, the top-k and all class probabilities."""
+
+    label: str
+    index: int
+    probability: float
+    top_k: list[tuple[str, float]]
+    probabilities: np.ndarray = field(repr=False)
+
+
+def build_inputs(samples: Sequence[Sample], module: Any) -> list[Any]:
+    """Tensors for a batch of samples (IMAGE, TEXT, AUDIO as BYTES with shape [batch, 1]).
+
+    Args:
+        samples: the batch.
+        module: ``tritonclient.grpc`` or ``tritonclient.grpc.aio`` (both have InferInput).
+
+    Returns:
+        The InferInput list.
+    """
+    if not samples:
+        raise ClientError("no samples to classify: expected at least one")
+    columns = list(zip(*(sample.encoded() for sample in samples), strict=True))
+    inputs = []
+    for name, column in zip((contract.IMAGE, contract.TEXT, contract.AUDIO), columns, strict=True):
+        array = np.empty((len(samples), 1), dtype=np.object_)
+        array[:, 0] = column
+        tensor = module.InferInput(name, list(array.shape), "BYTES")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+def build_outputs(module: Any, top_k: int) -> list[Any]:
+    """Requested outputs: raw probabilities and the top-k labels (classification extension)."""
+    return [
+        module.InferRequestedOutput(contract.PROBABILITIES),
+        module.InferRequestedOutput(contract.LABEL, class_count=top_k),
+    ]
+
+
+def parse_result(result: Any) -> list[Classification]:
+    """Turn an InferResult into one :class:`Classification` per sample."""
+    probabilities = result.as_numpy(contract.PROBABILITIES)
+    labels = result.as_numpy(contract.LABEL)
+    parsed = []
+    for row, entries in zip(probabilities, labels, strict=True):
+        top = []
+        for entry in np.atleast_1d(entries):
+            text = entry.decode("utf-8") if isinstance(entry, bytes) else str(entry)
+            score, index, *name = text.split(":", 2)
+            top.append((name[0] if name else index, float(score), int(index)))
+        best = top[0]
+        parsed.append(
+            Classification(
+                label=best[0],
+                index=best[2],
+                probability=float(row[best[2]]),
+                top_k=[(name, score) for name, score, _ in top],
+                probabilities=row,
+            )
+        )
+    return parsed
+
+
+def _status_name(exc: Exception) -> str | None:
+    status = exc.status() if hasattr(exc, "status") else None
+    return str(status).rsplit(".", 1)[-1] if status else None
+
+
+def _wrap(exc: Exception, what: str) -> ClientError:
+    status = _status_name(exc)
+    message = exc.message() if hasattr(exc, "message") else str(exc)
+    return ClientError(f"{what} failed ({status or 'error'}): {message}", status=status)
+
+
+class TrimodalClient:
+    """Synchronous gRPC client with a deadline on every call.
+
+    Args:
+        url: ``host:port`` of Triton's gRPC endpoint (``TRIMODAL_URL`` overrides the default).
+        timeout_s: deadline of every call in seconds.
+        model: the ensemble's name.
+        ssl: use TLS (see tritonclient's ``root_certificates``/``private_key``/``certificate_chain``).
+        **grpc_options: passed to ``tritonclient.grpc.InferenceServerClient``.
+    """
+
+    def __init__(
+        self, url: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, model: str = contract.ENSEMBLE,
+        ssl: bool = False, **grpc_options: Any,
+    ) -> None:  # fmt: skip
+        import tritonclient.grpc as grpcclient
+
+        self._module = grpcclient
+        self.url = url or os.environ.get("TRIMODAL_URL", DEFAULT_URL)
+        self.timeout_s = timeout_s
+        self.model = model
+        self._client = grpcclient.InferenceServerClient(self.url, ssl=ssl, **grpc_options)
+
+    def is_ready(self) -> bool:
+        """True when the server and the ensemble are ready (False when unreachable)."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(self._client.is_model_ready(self.model, client_timeout=self.timeout_s))
+        except InferenceServerException:
+            return False
+
+    def classify(self, sample: Sample, top_k: int = 3) -> Classification:
+        """Classify one sample.
+
+        Args:
+            sample: the inputs; absent modalities are sent as empty elements.
+            top_k: how many labels to return in ``top_k``.
+
+        Returns:
+            The classification.
+
+        Raises:
+            ClientError: with ``status`` (e.g. ``INVALID_ARGUMENT``, ``UNAVAILABLE``, ``DEADLINE_EXCEEDED``).
+        """
+        return self.classify_batch([sample], top_k=top_k)[0]
+
+    def classify_batch(self, samples: Sequence[Sample], top_k: int = 3) -> list[Classification]:
+        """Classify several samples in ONE request (at most the ensemble's max_batch_size)."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            result = self._client.infer(
+                self.model,
+                build_inputs(samples, self._module),
+                outputs=build_outputs(self._module, top_k),
+                client_timeout=self.timeout_s,
+            )
+        except InferenceServerException as exc:
+            raise _wrap(exc, f"classify ({len(samples)} sample(s))") from None
+        return parse_result(result)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._client.close()
+
+    def __enter__(self) -> TrimodalClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def classify_many_async(
+    samples: Sequence[Sample], url: str | None = None, *, concurrency: int = 16, top_k: int = 3,
+    timeout_s: float = DEFAULT_TIMEOUT_S, model: str = contract.ENSEMBLE, return_exceptions: bool = False,
+) -> list[Classification | ClientError]:  # fmt: skip
+    """Classify many samples with one request each, ``concurrency`` in flight (Triton batches them).
+
+    Args:
+        samples: the samples.
+        url: gRPC ``host:port``.
+        concurrency: maximum requests in flight.
+        top_k: labels per result.
+        timeout_s: deadline of each request.
+        model: ensemble name.
+        return_exceptions: put a :class:`ClientError` in place of a failed sample instead of raising.
+
+    Returns:
+        One result per sample, in order.
+    """
+    import tritonclient.grpc.aio as aioclient
+    from tritonclient.utils import InferenceServerException
+
+    client = aioclient.InferenceServerClient(url or os.environ.get("TRIMODAL_URL", DEFAULT_URL))
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int, sample: Sample) -> Classification | ClientError:
+        async with gate:
+            try:
+                result = await client.infer(
+                    model, build_inputs([sample], aioclient), outputs=build_outputs(aioclient, top_k),
+                    client_timeout=timeout_s,
+                )  # fmt: skip
+            except InferenceServerException as exc:
+                error = _wrap(exc, f"classify sample {index}")
+                if return_exceptions:
+                    return error
+                raise error from None
+            return parse_result(result)[0]
+
+    try:
+        return list(await asyncio.gather(*(one(i, s) for i, s in enumerate(samples))))
+    finally:
+        await client.close()
+
+
+def classify_many(samples: Sequence[Sample], url: str | None = None, **kwargs: Any) -> list[Any]:
+    """Synchronous wrapper of :func:`classify_many_async` (same arguments)."""
+    return asyncio.run(classify_many_async(samples, url, **kwargs))
