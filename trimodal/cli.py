@@ -9,7 +9,6 @@ import json
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -104,11 +103,14 @@ def build(
         raise _fail(exc) from None
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _stop_on_signals() -> None:
+    """Turn SIGTERM (and SIGINT) into KeyboardInterrupt so every ``finally`` stops the server."""
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+        signal.signal(sig, _interrupt)
 
 
 @app.command()
@@ -134,16 +136,20 @@ def serve(
         metrics_port=metrics_port, model_config_name=config_name or None, work_dir=ROOT / "build" / "triton",
     )  # fmt: skip
     server = TritonServer(config)
+    _stop_on_signals()
     try:
         server.start(ready_timeout)
-    except TrimodalError as exc:
-        raise _fail(exc) from None
-    try:
         typer.echo(f"serving: gRPC {config.grpc_url}  HTTP {config.http_url}  metrics {config.metrics_url}")
         if demo:
             _demo(config.grpc_url)
-        typer.echo("Ctrl-C to stop")
-        _wait_for_signal()
+        typer.echo("Ctrl-C to stop", err=False)
+        sys.stdout.flush()
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        typer.echo("stopping")
+    except TrimodalError as exc:
+        raise _fail(exc) from None
     finally:
         server.stop()
 
