@@ -1,0 +1,184 @@
+"""The ensemble end to end on the real Triton server over real gRPC (CPU target)."""
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from trimodal import contract
+from trimodal.client import Sample, TrimodalClient, classify_many, classify_many_async
+from trimodal.errors import ClientError
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSING = [*contract.PREPROCESSORS, *contract.ENCODERS]
+
+
+def _sample(split, i: int, keep: str = "itx") -> Sample:
+    return Sample(
+        image=split.images[i] if "i" in keep else None,
+        text=split.texts[i] if "t" in keep else None,
+        audio=split.audio[i] if "x" in keep else None,
+    )
+
+
+def _clean_indices(split, n: int) -> list[int]:
+    return [i for i in range(len(split)) if not split.corrupted[i].any()][:n]
+
+
+def test_classify_one_sample_all_modalities(server, spec, test_split) -> None:
+    i = _clean_indices(test_split, 1)[0]
+    with TrimodalClient(server.config.grpc_url, timeout_s=30) as client:
+        assert client.is_ready()
+        result = client.classify(_sample(test_split, i), top_k=3)
+    assert result.label == spec.classes[int(test_split.labels[i])]
+    assert result.probabilities.shape == (spec.num_classes,)
+    assert abs(float(result.probabilities.sum()) - 1.0) < 1e-4
+    assert len(result.top_k) == 3 and result.top_k[0][0] == result.label
+    assert result.index == int(np.argmax(result.probabilities))
+    assert abs(result.top_k[0][1] - result.probability) < 1e-4
+
+
+@pytest.mark.parametrize("keep", ["i", "t", "x", "it", "ix", "tx"])
+def test_any_subset_of_modalities(server, spec, test_split, keep: str) -> None:
+    indices = _clean_indices(test_split, 8)
+    with TrimodalClient(server.config.grpc_url, timeout_s=30) as client:
+        results = client.classify_batch([_sample(test_split, i, keep) for i in indices])
+    correct = sum(r.label == spec.classes[int(test_split.labels[i])] for r, i in zip(results, indices, strict=True))
+    assert correct >= 6, f"subset {keep}: {correct}/8 clean samples right"
+
+
+def test_whole_test_split_matches_in_process_onnxruntime(server, spec, test_split) -> None:
+    """Triton == offline: same prediction on >= 99.5% of the test split, probabilities within 1e-4."""
+    from trimodal.local import LocalPipeline
+
+    samples = [_sample(test_split, i) for i in range(len(test_split))]
+    started = time.perf_counter()
+    served = classify_many(samples, server.config.grpc_url, concurrency=16, timeout_s=60)
+    seconds = time.perf_counter() - started
+    served_probs = np.stack([r.probabilities for r in served])
+    local = LocalPipeline(spec)
+    local_probs = np.concatenate([local.classify(samples[k : k + 32]) for k in range(0, len(samples), 32)])
+    agreement = float(np.mean(served_probs.argmax(1) == local_probs.argmax(1)))
+    max_diff = float(np.abs(served_probs - local_probs).max())
+    accuracy = float(np.mean(served_probs.argmax(1) == test_split.labels))
+    report = {"samples": len(samples), "agreement": agreement, "max_abs_diff": max_diff,
+              "accuracy_through_triton": accuracy, "seconds": round(seconds, 2)}  # fmt: skip
+    (ROOT / "build" / "parity.json").write_text(json.dumps(report, indent=2))
+    assert agreement >= 0.995, report
+    assert max_diff <= 1e-4, report
+
+
+def _metrics(server) -> dict[tuple[str, str], float]:
+    with urllib.request.urlopen(server.config.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for match in re.finditer(r'^(nv_inference_(?:exec_)?count)\{model="([^"]+)",version="1"\} (\S+)$', text, re.M):
+        values[(match.group(1), match.group(2))] = float(match.group(3))
+    return values
+
+
+def test_dynamic_batching_merges_concurrent_requests(server, test_split) -> None:
+    before = _metrics(server)
+    samples = [_sample(test_split, i) for i in range(32)]
+
+    async def burst() -> list:
+        return await classify_many_async(samples, server.config.grpc_url, concurrency=32, timeout_s=60)
+
+    results = asyncio.run(burst())
+    assert len(results) == 32
+    after = _metrics(server)
+    for model in COMPOSING:
+        inferences = after[("nv_inference_count", model)] - before.get(("nv_inference_count", model), 0)
+        executions = after[("nv_inference_exec_count", model)] - before.get(("nv_inference_exec_count", model), 0)
+        assert inferences == 32, model
+        assert executions <= inferences / 2, f"{model}: {executions} executions for {inferences} inferences"
+
+
+def _raw_infer(url: str, tensors: dict[str, tuple[np.ndarray, str]]) -> None:
+    client = grpcclient.InferenceServerClient(url)
+    inputs = []
+    for name, (array, dtype) in tensors.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    client.infer(contract.ENSEMBLE, inputs, client_timeout=30)
+
+
+def _bytes(*items: bytes, rows: int | None = None) -> tuple[np.ndarray, str]:
+    array = np.empty((len(items), 1), dtype=np.object_)
+    array[:, 0] = list(items)
+    return array, "BYTES"
+
+
+def _bad_inputs(test_split):
+    image, text, audio = test_split.images[0], test_split.texts[0].encode(), test_split.audio[0]
+    good = {"IMAGE": _bytes(image), "TEXT": _bytes(text), "AUDIO": _bytes(audio)}
+    big = 33
+    return {
+        "undecodable image": ({**good, "IMAGE": _bytes(b"this is not an image")}, "IMAGE"),
+        "truncated png": ({**good, "IMAGE": _bytes(image[: len(image) // 2])}, "IMAGE"),
+        "non-utf8 text": ({**good, "TEXT": _bytes(b"\xff\xfe\xfa seven")}, "TEXT"),
+        "not a wav": ({**good, "AUDIO": _bytes(b"RIFX" + b"\x00" * 64)}, "AUDIO"),
+        "wrong dtype": ({**good, "IMAGE": (np.zeros((1, 1), dtype=np.float32), "FP32")}, "IMAGE"),
+        "missing input": ({"IMAGE": good["IMAGE"], "TEXT": good["TEXT"]}, "AUDIO"),
+        "batch above max": (
+            {"IMAGE": _bytes(*[image] * big), "TEXT": _bytes(*[text] * big), "AUDIO": _bytes(*[audio] * big)},
+            "batch",
+        ),
+        "all modalities empty": ({"IMAGE": _bytes(b""), "TEXT": _bytes(b""), "AUDIO": _bytes(b"")}, "empty"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["undecodable image", "truncated png", "non-utf8 text", "not a wav", "wrong dtype", "missing input",
+     "batch above max", "all modalities empty"],
+)  # fmt: skip
+def test_bad_input_is_invalid_argument_and_server_survives(server, test_split, case: str) -> None:
+    tensors, named = _bad_inputs(test_split)[case]
+    with pytest.raises(InferenceServerException) as info:
+        _raw_infer(server.config.grpc_url, tensors)
+    assert str(info.value.status()).endswith("INVALID_ARGUMENT"), info.value
+    assert named in info.value.message(), info.value.message()
+    assert server.is_ready()
+    with TrimodalClient(server.config.grpc_url, timeout_s=30) as client:
+        assert client.classify(_sample(test_split, 0)).probabilities.shape[0] == 10
+
+
+def test_client_error_carries_status(server, test_split) -> None:
+    with TrimodalClient(server.config.grpc_url, timeout_s=30) as client, pytest.raises(ClientError) as info:
+        client.classify(Sample(image=b"garbage", text="seven"))
+    assert info.value.status == "INVALID_ARGUMENT"
+    assert "IMAGE" in str(info.value)
+
+
+def test_deadline_is_enforced(server, test_split) -> None:
+    with TrimodalClient(server.config.grpc_url, timeout_s=1e-4) as client, pytest.raises(ClientError) as info:
+        client.classify(_sample(test_split, 0))
+    assert info.value.status == "DEADLINE_EXCEEDED"
+
+
+def test_cli_infer(server, spec, tmp_path: Path, test_split) -> None:
+    i = _clean_indices(test_split, 1)[0]
+    (tmp_path / "x.png").write_bytes(test_split.images[i])
+    (tmp_path / "x.wav").write_bytes(test_split.audio[i])
+    command = [sys.executable, "-m", "trimodal.cli", "infer", "--image", str(tmp_path / "x.png"),
+               "--text", test_split.texts[i], "--audio", str(tmp_path / "x.wav"),
+               "--url", server.config.grpc_url, "--top-k", "2", "--json"]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+    payload = json.loads(out.strip().splitlines()[-1])
+    assert payload["label"] == spec.classes[int(test_split.labels[i])]
+    assert len(payload["top_k"]) == 2
+    bad = subprocess.run([*command[:4], str(tmp_path / "nope.png"), "--url", server.config.grpc_url],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 1 and "cannot read the image file" in bad.stderr
