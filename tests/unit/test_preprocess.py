@@ -1,0 +1,230 @@
+"""Unit tests of trimodal.data.preprocess (no server, no torch needed except the optional HF parity test)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trimodal.data import preprocess as pre
+from trimodal.data.speech import encode_wav
+from trimodal.errors import PreprocessError
+from trimodal.spec import load_spec
+
+SPEC = load_spec()
+IMAGE = SPEC.modalities.image
+TEXT = SPEC.modalities.text
+AUDIO = SPEC.modalities.audio
+
+
+def _image_bytes(fmt: str, size: int = 40, mode: str = "L") -> bytes:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (size, size), dtype=np.uint8)
+    image = Image.fromarray(pixels, mode="L")
+    if mode != "L":
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature + IHDR claiming width x height, with a tiny IDAT (never a full image)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    )
+
+
+def _tone(rate: int, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(round(rate * seconds)) / rate
+    return (0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 1250 * t)).astype(np.float32)
+
+
+def _float_wav(samples: np.ndarray, rate: int) -> bytes:
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+# --- image -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("PNG", "L"), ("JPEG", "L"), ("PNG", "RGBA"), ("JPEG", "RGB")])
+def test_decode_image_shape_and_range(fmt: str, mode: str) -> None:
+    out = pre.decode_image(_image_bytes(fmt, mode=mode), IMAGE)
+    assert out.shape == (1, IMAGE.size, IMAGE.size)
+    assert out.dtype == np.float32
+    assert out.min() >= -1.0 and out.max() <= 1.0
+
+
+def test_decode_image_normalisation_white_is_one() -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (IMAGE.size, IMAGE.size), 255).save(buffer, format="PNG")
+    np.testing.assert_allclose(pre.decode_image(buffer.getvalue(), IMAGE), 1.0)
+
+
+def test_preprocess_images_absent_and_batch_equals_items() -> None:
+    items = [_image_bytes("PNG"), b"", _image_bytes("JPEG", size=64)]
+    tensor, mask = pre.preprocess_images(items, IMAGE)
+    assert tensor.shape == (3, 1, IMAGE.size, IMAGE.size) and tensor.dtype == np.float32
+    np.testing.assert_array_equal(mask, [[1.0], [0.0], [1.0]])
+    assert not tensor[1].any()
+    np.testing.assert_array_equal(tensor[0], pre.decode_image(items[0], IMAGE))
+    np.testing.assert_array_equal(tensor[2], pre.decode_image(items[2], IMAGE))
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        (b"this is not an image at all", "cannot decode"),
+        (_image_bytes("PNG")[:60], "IMAGE[1]"),
+        (_image_bytes("GIF"), "PNG or JPEG"),
+        (_png_header_only(100_000, 100_000), "too large"),
+    ],
+    ids=["garbage", "truncated-png", "gif", "huge-dimensions"],
+)
+def test_image_errors_name_the_input(payload: bytes, needle: str) -> None:
+    with pytest.raises(PreprocessError) as info:
+        pre.preprocess_images([_image_bytes("PNG"), payload], IMAGE)
+    assert str(info.value).startswith("IMAGE[1]: ")
+    assert needle in str(info.value)
+
+
+def test_huge_png_just_above_cap_is_refused_before_decoding() -> None:
+    with pytest.raises(PreprocessError, match=r"^IMAGE\[0\]: image too large"):
+        pre.decode_image(_png_header_only(4097, 4096), IMAGE, index=0)
+
+
+# --- text ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def text_pre() -> pre.TextPreprocessor:
+    return pre.TextPreprocessor(TEXT, pre.tokenizer_path())
+
+
+def test_tokenizer_path_explicit_folder(tmp_path) -> None:
+    found = pre.tokenizer_path()
+    assert found.name == "tokenizer.json" and found.is_file()
+    (tmp_path / "tokenizer.json").write_bytes(found.read_bytes())
+    assert pre.tokenizer_path(tmp_path) == tmp_path / "tokenizer.json"
+    with pytest.raises(PreprocessError, match="TEXT"):
+        pre.tokenizer_path(tmp_path / "missing.json")
+
+
+def test_text_shapes_absent_and_padding(text_pre: pre.TextPreprocessor) -> None:
+    ids, attention, mask = text_pre([b"the answer is seven", b"", "number 3"])
+    assert ids.shape == attention.shape == (3, TEXT.max_tokens)
+    assert ids.dtype == attention.dtype == np.int64
+    np.testing.assert_array_equal(mask, [[1.0], [0.0], [1.0]])
+    assert attention[1].sum() == 2  # [CLS] [SEP]
+    assert (ids[:, 0] == 101).all()
+
+
+def test_text_truncates_long_input(text_pre: pre.TextPreprocessor) -> None:
+    ids, attention, _ = text_pre(["seven " * 100])
+    assert ids.shape == (1, TEXT.max_tokens) and attention.all()
+    assert ids[0, -1] == 102  # [SEP]
+
+
+def test_text_matches_hf_autotokenizer(text_pre: pre.TextPreprocessor) -> None:
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(str(pre.tokenizer_path().parent))
+    sentences = ["the answer is seven", "c'est huit, bitte fünf", "#7 apples please!", "", "nine " * 50]
+    ref = hf(sentences, padding="max_length", truncation=True, max_length=TEXT.max_tokens, return_tensors="np")
+    ids, attention, _ = text_pre(sentences)
+    np.testing.assert_array_equal(ids, ref["input_ids"])
+    np.testing.assert_array_equal(attention, ref["attention_mask"])
+
+
+def test_text_batch_equals_items(text_pre: pre.TextPreprocessor) -> None:
+    items = [b"hello there", "zwei", b"label: 9"]
+    ids, attention, mask = text_pre(items)
+    for i, item in enumerate(items):
+        one = text_pre([item])
+        np.testing.assert_array_equal(ids[i], one[0][0])
+        np.testing.assert_array_equal(attention[i], one[1][0])
+        np.testing.assert_array_equal(mask[i], one[2][0])
+
+
+def test_text_errors_name_the_input(text_pre: pre.TextPreprocessor) -> None:
+    with pytest.raises(PreprocessError, match=r"^TEXT\[1\]: not valid UTF-8"):
+        text_pre([b"ok", b"\xff\xfe bad"])
+    with pytest.raises(PreprocessError, match=rf"^TEXT\[0\]: .*{TEXT.max_bytes}"):
+        text_pre([b"a" * (TEXT.max_bytes + 1)])
+
+
+# --- audio -----------------------------------------------------------------------------------------------
+
+
+def test_decode_audio_shape_and_pad() -> None:
+    wave = pre.decode_audio(encode_wav(_tone(AUDIO.sample_rate, 0.5), AUDIO.sample_rate), AUDIO)
+    assert wave.shape == (AUDIO.clip_samples,) and wave.dtype == np.float32
+    quarter = AUDIO.clip_samples // 4
+    assert not wave[: quarter - 1].any() and not wave[-quarter + 1 :].any()  # centre zero-padded
+
+
+def test_stereo_44k_equals_mono_16k() -> None:
+    mono = pre.decode_audio(_float_wav(_tone(AUDIO.sample_rate), AUDIO.sample_rate), AUDIO)
+    tone = _tone(44100)
+    stereo = pre.decode_audio(_float_wav(np.stack([tone * 1.2, tone * 0.8], axis=1), 44100), AUDIO)
+    inner = slice(200, -200)  # resampling edge effects
+    np.testing.assert_allclose(stereo[inner], mono[inner], atol=2e-3)
+    np.testing.assert_allclose(pre.log_mel(stereo, AUDIO)[..., 3:-3], pre.log_mel(mono, AUDIO)[..., 3:-3], atol=0.05)
+
+
+def test_log_mel_shape_and_batch_equals_items() -> None:
+    rng = np.random.default_rng(0)
+    waves = rng.standard_normal((4, AUDIO.clip_samples)).astype(np.float32) * 0.1
+    batch = pre.log_mel(waves, AUDIO)
+    assert batch.shape == (4, 1, AUDIO.n_mels, AUDIO.n_frames) and batch.dtype == np.float32
+    for i in range(4):
+        np.testing.assert_allclose(batch[i], pre.log_mel(waves[i], AUDIO), rtol=1e-6, atol=1e-6)
+
+
+def test_preprocess_audio_absent_and_batch_equals_items() -> None:
+    items = [encode_wav(_tone(AUDIO.sample_rate), AUDIO.sample_rate), b"", encode_wav(_tone(8000, 0.7), 8000)]
+    tensor, mask = pre.preprocess_audio(items, AUDIO)
+    assert tensor.shape == (3, 1, AUDIO.n_mels, AUDIO.n_frames)
+    np.testing.assert_array_equal(mask, [[1.0], [0.0], [1.0]])
+    assert not tensor[1].any()
+    for i in (0, 2):
+        single = pre.log_mel(pre.decode_audio(items[i], AUDIO), AUDIO)
+        np.testing.assert_allclose(tensor[i], single, rtol=1e-6, atol=1e-6)
+
+
+def _nan_wav() -> bytes:
+    samples = _tone(AUDIO.sample_rate)
+    samples[100] = np.nan
+    return _float_wav(samples, AUDIO.sample_rate)
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        (b"definitely not a wav file", "not a WAV"),
+        (_image_bytes("PNG"), "not a WAV"),
+        (encode_wav(_tone(16000), 16000)[:5000], "truncated"),
+        (_nan_wav(), "NaN"),
+        (encode_wav(np.zeros(0, dtype=np.float32), 16000), "empty"),
+        (encode_wav(np.zeros(8000 * 31, dtype=np.float32), 8000), "exceeds"),
+    ],
+    ids=["garbage", "png", "truncated", "nan", "empty", "too-long"],
+)
+def test_audio_errors_name_the_input(payload: bytes, needle: str) -> None:
+    good = encode_wav(_tone(AUDIO.sample_rate), AUDIO.sample_rate)
+    with pytest.raises(PreprocessError) as info:
+        pre.preprocess_audio([good, payload], AUDIO)
+    assert str(info.value).startswith("AUDIO[1]: ")
+    assert needle in str(info.value)
