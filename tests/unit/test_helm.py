@@ -1,0 +1,439 @@
+"""The Helm chart: renders (default and CI values), validates offline against Kubernetes/CRD schemas, invariants.
+
+Tools come from `bash deploy/tools.sh` (helm-python-sdk renders with Helm's own Go SDK; kubernetes-validate
+ships the Kubernetes API schemas; npm CRD validators for ServiceMonitor/PodMonitor/ScaledObject). Each test
+skips with a reason when its tool is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "trimodal"
+CI_VALUES = ROOT / "deploy" / "helm" / "ci-values.yaml"
+CRD_VALIDATOR = ROOT / "deploy" / "helm" / "validate-crds.mjs"
+CRD_MODULES = ROOT / "build" / "tools" / "crd-validators" / "node_modules"
+NAMESPACE = "inference"
+RELEASE = "trimodal"
+# Oldest Kubernetes the chart supports (autoscaling/v2 behavior, policy/v1 PDB) and the newest schemas shipped.
+KUBE_VERSIONS = ("1.30.0", "1.37.0")
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "ScaledObject"}
+INSTALL_HINT = "run `bash deploy/tools.sh`"
+
+helm = pytest.importorskip("helm_python", reason=f"helm-python-sdk (Helm v4 renderer) not installed: {INSTALL_HINT}")
+
+# default values; deploy/helm/ci-values.yaml (KEDA, object store, 2 GPUs); engine-build Job without autoscaler.
+VARIANTS = ("default", "ci", "job")
+
+
+def _values(variant: str) -> dict[str, Any]:
+    if variant == "ci":
+        return yaml.safe_load(CI_VALUES.read_text())
+    if variant == "job":
+        return {"engineBuild": {"mode": "job"}, "autoscaling": {"mode": "none"}, "ingress": {"enabled": True}}
+    return {}
+
+
+@cache
+def _render_cached(variant: str, overrides_json: str) -> tuple[dict[str, Any], ...]:
+    values = _values(variant)
+    values = _deep_merge(values, json.loads(overrides_json))
+    with helm.Chart.load(str(CHART)) as chart:
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs: list[dict[str, Any]] = []
+    for path, text in sorted(manifests.items()):
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return tuple(docs)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def render(variant: str = "default", **overrides: Any) -> list[dict[str, Any]]:
+    """Render the chart (like `helm template`) and return the parsed documents."""
+    return list(_render_cached(variant, json.dumps(overrides, sort_keys=True)))
+
+
+def one(docs: list[dict[str, Any]], kind: str, component: str | None = None) -> dict[str, Any]:
+    found = [
+        d
+        for d in docs
+        if d["kind"] == kind
+        and (component is None or d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component)
+    ]
+    assert len(found) == 1, f"expected one {kind} ({component}), got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def kinds(docs: list[dict[str, Any]]) -> list[str]:
+    return [d["kind"] for d in docs]
+
+
+def triton_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]
+    return next(c for c in pod["containers"] if c["name"] == "triton")
+
+
+def flag(args: list[str], name: str) -> str | None:
+    for arg in args:
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+# --------------------------------------------------------------------------------------------------- rendering
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_renders(variant: str) -> None:
+    docs = render(variant)
+    assert "Deployment" in kinds(docs)
+    for doc in docs:
+        assert doc["metadata"]["name"], doc
+
+
+def test_default_renders_hpa_not_keda_and_ci_renders_keda_not_hpa() -> None:
+    default, ci = kinds(render()), kinds(render("ci"))
+    assert "HorizontalPodAutoscaler" in default and "ScaledObject" not in default
+    assert "ScaledObject" in ci and "HorizontalPodAutoscaler" not in ci
+
+
+def test_ci_values_object_store_and_gpus() -> None:
+    docs = render("ci")
+    c = triton_container(docs)
+    assert flag(c["args"], "model-repository") == "s3://trimodal-models/repository/v1"
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert c["envFrom"] == [{"secretRef": {"name": "trimodal-s3-credentials"}}]
+    pod = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert "PersistentVolumeClaim" not in kinds(docs)
+    assert "Secret" not in kinds(docs), "existingSecret given: the chart must not create one"
+
+
+def test_object_store_with_engine_build_is_refused() -> None:
+    with pytest.raises(Exception, match=r"engineBuild\.mode=none"):
+        render(modelRepository={"source": "objectStore", "objectStore": {"url": "s3://b/p"}})
+
+
+def test_too_short_grace_period_is_refused() -> None:
+    with pytest.raises(Exception, match="terminationGracePeriodSeconds"):
+        render(triton={"terminationGracePeriodSeconds": 30})
+
+
+def test_engine_build_job_mode() -> None:
+    docs = render(engineBuild={"mode": "job"})
+    job = one(docs, "Job")
+    assert "pre-install" in job["metadata"]["annotations"]["helm.sh/hook"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "trimodal/engine-builder:26.10"
+    assert "--repository" in container["command"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    pod = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+
+
+# ---------------------------------------------------------------------------------------- offline validation
+
+
+def _kubernetes_validate() -> Any:
+    return pytest.importorskip(
+        "kubernetes_validate", reason=f"kubernetes-validate (offline Kubernetes schemas) not installed: {INSTALL_HINT}"
+    )
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_builtin_kinds_validate_against_kubernetes_schemas(variant: str, kube_version: str) -> None:
+    kv = _kubernetes_validate()
+    checked = 0
+    for doc in render(variant):
+        if doc["kind"] in CRD_KINDS:
+            continue
+        try:
+            kv.validate(doc, kube_version, strict=True)
+        except kv.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} invalid for Kubernetes {kube_version}: {exc}")
+        checked += 1
+    assert checked >= 8
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_custom_resources_validate_against_crd_schemas(variant: str) -> None:
+    node = shutil.which("node")
+    if node is None or not (CRD_MODULES / "@kubernetes-models" / "keda").is_dir():
+        pytest.skip(f"node or the npm CRD validators are missing: {INSTALL_HINT}")
+    crs = [d for d in render(variant) if d["kind"] in CRD_KINDS]
+    assert crs, "expected a ServiceMonitor/PodMonitor and a ScaledObject in some variant"
+    proc = subprocess.run(
+        [node, str(CRD_VALIDATOR), str(CRD_MODULES)],
+        input=json.dumps(crs),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert len(results) == len(crs)
+    bad = [r for r in results if not r["ok"]]
+    assert not bad, bad
+
+
+def test_crd_validator_rejects_a_broken_resource() -> None:
+    node = shutil.which("node")
+    if node is None or not (CRD_MODULES / "@kubernetes-models" / "keda").is_dir():
+        pytest.skip(f"node or the npm CRD validators are missing: {INSTALL_HINT}")
+    broken = one(render("ci"), "ScaledObject")
+    broken = json.loads(json.dumps(broken))
+    broken["spec"]["minReplicaCount"] = "two"
+    proc = subprocess.run(
+        [node, str(CRD_VALIDATOR), str(CRD_MODULES)],
+        input=json.dumps([broken]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert not json.loads(proc.stdout)[0]["ok"]
+
+
+# ------------------------------------------------------------------------------------------------ invariants
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_grace_period_exceeds_prestop_plus_exit_timeout(variant: str) -> None:
+    docs = render(variant)
+    pod = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]
+    c = triton_container(docs)
+    exit_timeout = int(flag(c["args"], "exit-timeout-secs") or 0)
+    assert exit_timeout > 0
+    prestop = " ".join(c["lifecycle"]["preStop"]["exec"]["command"])
+    sleep = int(re.search(r"sleep (\d+)", prestop).group(1))  # type: ignore[union-attr]
+    assert pod["terminationGracePeriodSeconds"] > exit_timeout
+    assert pod["terminationGracePeriodSeconds"] > sleep + exit_timeout
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_probes(variant: str) -> None:
+    c = triton_container(render(variant))
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/models/multimodal/ready"
+    assert c["startupProbe"]["httpGet"]["path"] == "/v2/models/multimodal/ready"
+    liveness = c["livenessProbe"]
+    assert liveness.get("httpGet", {}).get("path") != "/v2/health/live", "live stays true when a stub dies"
+    command = liveness["exec"]["command"]
+    for model in ("preprocess_image", "preprocess_text", "preprocess_audio"):
+        assert model in command
+    assert liveness["failureThreshold"] * liveness["periodSeconds"] <= 60
+    assert liveness["timeoutSeconds"] >= 4, "the probe checks live + 3 models at 1 s each"
+
+
+def test_liveness_script_is_shipped_and_checks_model_readiness() -> None:
+    docs = render()
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-probe"))
+    script = cm["data"]["liveness.py"]
+    assert "/v2/models/{m}/ready" in script and "/v2/health/live" in script
+    compile(script, "liveness.py", "exec")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_restricted_apis_and_control_mode(variant: str) -> None:
+    docs = render(variant)
+    c = triton_container(docs)
+    header = "x-trimodal-admin" if variant == "ci" else "admin-key"
+    for name in ("grpc-restricted-protocol", "http-restricted-api"):
+        value = flag(c["args"], name)
+        assert value is not None, name
+        apis, key = value.split(":", 1)
+        assert set(apis.split(",")) >= {"model-repository", "shared-memory", "model-config", "logging", "trace"}
+        assert key == f"{header}=$(TRITON_ADMIN_KEY)"
+    assert flag(c["args"], "model-control-mode") == "none"
+    env = {e["name"]: e for e in c["env"]}
+    secret_ref = env["TRITON_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]
+    expected = "trimodal-admin" if variant == "ci" else "trimodal-admin-key"
+    assert secret_ref["name"] == expected
+    if variant == "default":
+        assert one(docs, "Secret")["metadata"]["name"] == expected
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_security_context(variant: str) -> None:
+    docs = render(variant)
+    for component in ("triton", "envoy"):
+        pod = one(docs, "Deployment", component)["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] != 0
+        assert pod["automountServiceAccountToken"] is False
+        for c in pod["containers"] + pod.get("initContainers", []):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["capabilities"]["drop"] == ["ALL"]
+    pod = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+    mounts = {m["mountPath"]: m for m in triton_container(docs)["volumeMounts"]}
+    assert {"/tmp", "/dev/shm"} <= set(mounts)
+    if "/models" in mounts:
+        assert mounts["/models"]["readOnly"] is True
+
+
+def test_gpu_scheduling_and_spread() -> None:
+    docs = render()
+    pod = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]
+    assert triton_container(docs)["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    keys = {t["topologyKey"] for t in pod["topologySpreadConstraints"]}
+    assert "kubernetes.io/hostname" in keys
+    strategy = one(docs, "Deployment", "triton")["spec"]["strategy"]["rollingUpdate"]
+    assert strategy["maxUnavailable"] == 0
+    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"].endswith("-triton"))
+    assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "triton"
+
+
+def test_grpc_path_envoy_over_headless_service() -> None:
+    docs = render()
+    headless = next(d for d in docs if d["kind"] == "Service" and d["spec"].get("clusterIP") == "None")
+    assert headless["spec"]["selector"]["app.kubernetes.io/component"] == "triton"
+    fqdn = f"{headless['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and "envoy.yaml" in d.get("data", {}))
+    envoy = yaml.safe_load(cm["data"]["envoy.yaml"])
+    clusters = {c["name"]: c for c in envoy["static_resources"]["clusters"]}
+    grpc = clusters["triton_grpc"]
+    assert grpc["type"] == "STRICT_DNS" and grpc["lb_policy"] == "ROUND_ROBIN"
+    assert "http2_protocol_options" in json.dumps(grpc["typed_extension_protocol_options"])
+    address = grpc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert address == {"address": fqdn, "port_value": 8001}
+    listener = next(x for x in envoy["static_resources"]["listeners"] if x["name"] == "grpc")
+    filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    buffer = next(f for f in filters if f["name"] == "envoy.filters.http.buffer")
+    assert buffer["typed_config"]["max_request_bytes"] == 16777216, "the gRPC message size cap"
+    assert envoy["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    client_service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == RELEASE)
+    assert client_service["spec"]["selector"]["app.kubernetes.io/component"] == "envoy"
+
+
+def test_network_policy_admits_envoy_only_on_serving_ports() -> None:
+    policy = one(render(), "NetworkPolicy")
+    serving = policy["spec"]["ingress"][0]
+    assert serving["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "envoy"
+    assert {p["port"] for p in serving["ports"]} == {8000, 8001}
+
+
+def _adapter_metric_names(docs: list[dict[str, Any]]) -> set[str]:
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-adapter-rules"))
+    rules = yaml.safe_load(cm["data"]["config.yaml"])["rules"]
+    for rule in rules:
+        assert {"seriesQuery", "resources", "name", "metricsQuery"} <= set(rule)
+        assert "<<.LabelMatchers>>" in rule["metricsQuery"] and "<<.GroupBy>>" in rule["metricsQuery"]
+    return {rule["name"]["as"] for rule in rules}
+
+
+@pytest.mark.parametrize(
+    "scale_on", [["requestRate", "queueComputeRatio"], ["pendingRequests"], ["queueComputeRatio", "requestRate"]]
+)
+def test_hpa_targets_deployment_and_adapter_metrics(scale_on: list[str]) -> None:
+    docs = render(autoscaling={"scaleOn": scale_on})
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    deployment = one(docs, "Deployment", "triton")
+    ref = hpa["spec"]["scaleTargetRef"]
+    assert (ref["apiVersion"], ref["kind"], ref["name"]) == ("apps/v1", "Deployment", deployment["metadata"]["name"])
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    names = _adapter_metric_names(docs)
+    assert len(hpa["spec"]["metrics"]) == len(scale_on)
+    for spec in hpa["spec"]["metrics"]:
+        assert spec["type"] == "Pods"
+        assert spec["pods"]["metric"]["name"] in names, f"{spec} not defined by the adapter rules {names}"
+    behavior = hpa["spec"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300, "longer than a GPU pod's start-up"
+    assert hpa["spec"]["minReplicas"] >= 1 and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+
+
+def test_default_scales_on_a_proportional_and_a_queueing_metric() -> None:
+    hpa = one(render(), "HorizontalPodAutoscaler")
+    names = {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"]}
+    assert names == {"trimodal_requests_per_second", "trimodal_queue_compute_ratio"}
+
+
+def test_unknown_scale_on_metric_is_refused() -> None:
+    with pytest.raises(Exception, match=r"not one of autoscaling\.metrics"):
+        render(autoscaling={"scaleOn": ["gpuMagic"]})
+
+
+def test_adapter_rules_use_triton_metrics() -> None:
+    docs = render()
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-adapter-rules"))
+    text = cm["data"]["config.yaml"]
+    for metric in (
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_pending_request_count",
+        "nv_inference_request_success",
+    ):
+        assert metric in text
+    assert 'model!~"multimodal"' in text
+
+
+def test_keda_scaled_object() -> None:
+    docs = render("ci")
+    so = one(docs, "ScaledObject")
+    deployment = one(docs, "Deployment", "triton")
+    assert so["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    triggers = {t["name"]: t for t in so["spec"]["triggers"]}
+    assert set(triggers) == {"trimodal_requests_per_second", "trimodal_pending_requests"}
+    assert all(t["type"] == "prometheus" for t in triggers.values())
+    pending = triggers["trimodal_pending_requests"]
+    assert "nv_inference_pending_request_count" in pending["metadata"]["query"]
+    assert float(pending["metadata"]["threshold"]) == 16
+    assert 'model="multimodal"' in triggers["trimodal_requests_per_second"]["metadata"]["query"]
+    assert so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    ratio = one(render("ci", autoscaling={"scaleOn": ["queueComputeRatio"]}), "ScaledObject")
+    (trigger,) = ratio["spec"]["triggers"]
+    assert float(trigger["metadata"]["threshold"]) == 1.0 and trigger["metricType"] == "Value"
+    assert "-adapter-rules" not in json.dumps([d["metadata"]["name"] for d in docs])
+
+
+def test_monitoring_and_dashboard() -> None:
+    default, ci = render(), render("ci")
+    sm = one(default, "ServiceMonitor")
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    assert "PodMonitor" in kinds(ci) and "ServiceMonitor" not in kinds(ci)
+    dash = next(d for d in default if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard"))
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((CHART / "files" / "dashboards" / "trimodal.json").read_text())
+    assert json.loads(dash["data"]["trimodal.json"]) == shipped
+
+
+def test_release_matches_docker_compose() -> None:
+    compose = (ROOT / "docker-compose.yml").read_text()
+    match = re.search(r"TRIMODAL_NGC_RELEASE:-([0-9.]+)", compose)
+    if match is None:
+        pytest.skip("docker-compose.yml does not pin TRIMODAL_NGC_RELEASE")
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["release"] == match.group(1), "the chart and docker compose must pin the same NGC release"
+
+
+def test_release_pinned_once() -> None:
+    docs = render(release="26.11")
+    c = triton_container(docs)
+    assert c["image"] == "trimodal/triton:26.11"
+    init = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["image"] == "trimodal/engine-builder:26.11", "engines and server from the same release"
