@@ -103,6 +103,35 @@ def build(
         raise _fail(exc) from None
 
 
+@app.command()
+def check(
+    spec: SpecOption = None,
+    build_dir: BuildDirOption = ROOT / "build",
+    repository: RepoOption = ROOT / "model_repository",
+    accuracy: Annotated[bool, typer.Option(help="Also compare engine outputs with ONNX Runtime (GPU).")] = True,
+    samples: Annotated[int, typer.Option(help="Test samples for the accuracy check.")] = 500,
+) -> None:
+    """GPU pre-flight: TensorRT plans vs running TensorRT/GPU vs config.pbtxt, then engine accuracy."""
+    from trimodal.check import check_engines, errors, verify_accuracy
+    from trimodal.spec import load_spec
+
+    try:
+        loaded = load_spec(spec)
+        problems = check_engines(loaded, repository, onnx_dir=build_dir / "onnx")
+        for problem in problems:
+            typer.echo(f"{problem.severity}: {problem.model}: {problem.message}")
+        if errors(problems):
+            raise typer.Exit(code=1)
+        typer.echo("engines match the running TensorRT, the GPU and the configs")
+        if accuracy:
+            report = verify_accuracy(loaded, repository, build_dir, samples=samples)
+            typer.echo(report.summary())
+            if not report.passed:
+                raise typer.Exit(code=1)
+    except TrimodalError as exc:
+        raise _fail(exc) from None
+
+
 def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
