@@ -153,7 +153,7 @@ def _import_tensorrt() -> Any:
     except ImportError as exc:
         raise EngineError(
             f"tensorrt is not importable here ({exc}); TensorRT engines are built and checked inside NVIDIA's "
-            "TensorRT/Triton container: `docker compose run --rm engine-builder` (see docs/GPU.md)"
+            "TensorRT/Triton container: `docker compose run --rm engine-builder` (see deploy/GPU.md)"
         ) from None
     return trt
 

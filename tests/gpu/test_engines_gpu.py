@@ -41,7 +41,7 @@ def _runtime_or_skip() -> engines.RuntimeInfo:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        pytest.skip("tensorrt is not installed (run inside NVIDIA's TensorRT/Triton container, see docs/GPU.md)")
+        pytest.skip("tensorrt is not installed (run inside NVIDIA's TensorRT/Triton container, see deploy/GPU.md)")
     try:
         return engines.detect_runtime()
     except EngineError as exc:
