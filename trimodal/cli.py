@@ -264,6 +264,12 @@ def samples(
         typer.echo(f"wrote {stem} ({label})")
 
 
+from trimodal.bench.commands import bench, plan  # noqa: E402
+
+app.command()(bench)
+app.command()(plan)
+
+
 def run() -> None:
     """Console entry point with clean exit codes."""
     try:

@@ -1,0 +1,60 @@
+"""Headless locust smoke runs of benchmarks/locustfile.py against the real server (and a wrong one)."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trimodal.server import free_port
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+LOCUSTFILE = ROOT / "benchmarks" / "locustfile.py"
+
+
+def _locust(host: str, seconds: int, out: Path, *extra: str) -> tuple[int, dict[str, dict[str, str]], str]:
+    """Run locust headless; return its exit code, the stats rows by name, and the failures CSV text."""
+    locust = Path(sys.executable).parent / "locust"
+    if not locust.exists():
+        pytest.skip("locust is not installed: pip install -e '.[bench]'")
+    env = {**os.environ, "TRIMODAL_BUILD_DIR": str(ROOT / "build")}
+    env.pop("TRIMODAL_URL", None)
+    command = [str(locust), "-f", str(LOCUSTFILE), "--headless", "-u", "4", "-r", "4", "-t", f"{seconds}s",
+               "--host", host, "--csv", str(out), "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING",
+               *extra]  # fmt: skip
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 90, check=False)
+    stats_path = Path(f"{out}_stats.csv")
+    assert stats_path.exists(), f"locust wrote no stats (exit {completed.returncode}):\n{completed.stderr[-3000:]}"
+    with stats_path.open(newline="") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    failures = Path(f"{out}_failures.csv")
+    return completed.returncode, rows, failures.read_text() if failures.exists() else ""
+
+
+def test_smoke_run_has_no_failures(server, tmp_path: Path) -> None:
+    code, rows, failures = _locust(server.config.grpc_url, 15, tmp_path / "ok", "--deadline-s", "20")
+    total = rows["Aggregated"]
+    requests, failed = int(total["Request Count"]), int(total["Failure Count"])
+    assert requests > 0, "no request was made"
+    assert failed == 0, f"{failed}/{requests} requests failed:\n{failures}"
+    assert code == 0
+    subsets = [name for name in rows if name.startswith("multimodal[")]
+    assert "multimodal[image+text+audio]" in subsets and len(subsets) >= 4, subsets
+
+
+def test_wrong_port_counts_failures(tmp_path: Path) -> None:
+    code, rows, failures = _locust(f"127.0.0.1:{free_port()}", 5, tmp_path / "bad", "--deadline-s", "1")
+    total = rows["Aggregated"]
+    assert int(total["Request Count"]) > 0
+    assert int(total["Failure Count"]) == int(total["Request Count"]), "a failed call was counted as a success"
+    assert code != 0 and "UNAVAILABLE" in failures.upper()
+
+
+def test_deadline_is_enforced(server, tmp_path: Path) -> None:
+    code, rows, failures = _locust(server.config.grpc_url, 5, tmp_path / "deadline", "--deadline-s", "0.001")
+    total = rows["Aggregated"]
+    assert int(total["Failure Count"]) > 0 and code != 0
+    assert "DEADLINE" in failures.upper()

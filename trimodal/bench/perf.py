@@ -1,0 +1,256 @@
+"""perf_analyzer: the real binary, its input data from the dataset, concurrency and Poisson request-rate sweeps.
+
+The PyPI ``perf-analyzer`` package is an empty placeholder; the real binary ships in the
+``tritonclient==2.51.0`` wheel (``<venv>/bin/perf_analyzer``). It needs ``libb64.so.0d`` (Debian
+``libb64-0d``) and ``libcudart.so.12`` at run time, but no GPU: :func:`perf_env` links the copies shipped
+in the ``nvidia-pytriton`` wheel (whose names are mangled) into ``build/tools/lib`` when the system lacks them.
+
+Every level runs as its own perf_analyzer invocation (``-f <csv> --verbose-csv``), bracketed by
+statistics-API snapshots for the per-composing-model breakdown.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import logging
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from trimodal import contract
+from trimodal.bench import BenchError
+from trimodal.bench.loadgen import LevelResult
+from trimodal.bench.stats import breakdown, snapshot
+from trimodal.bench.workload import WorkItem
+
+LOGGER = logging.getLogger(__name__)
+
+LIBRARIES: dict[str, str] = {"libcudart.so.12": "libcudart-", "libb64.so.0d": "libb64-"}
+
+
+def find_perf_analyzer() -> Path:
+    """The perf_analyzer binary: ``TRIMODAL_PERF_ANALYZER``, this venv's bin, then PATH.
+
+    Raises:
+        BenchError: if none is found.
+    """
+    candidates = [os.environ.get("TRIMODAL_PERF_ANALYZER"), str(Path(sys.executable).parent / "perf_analyzer"),
+                  shutil.which("perf_analyzer")]  # fmt: skip
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise BenchError("perf_analyzer not found: pip install 'tritonclient[all]==2.51.0' (its wheel ships the binary)")
+
+
+def _system_has(library: str) -> bool:
+    for folder in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/lib", "/lib", "/usr/local/lib"):
+        if (Path(folder) / library).exists():
+            return True
+    return False
+
+
+def perf_env(lib_dir: Path) -> dict[str, str]:
+    """Environment for perf_analyzer: ``lib_dir`` with the missing shared libraries linked, on LD_LIBRARY_PATH.
+
+    ``libcudart.so.12`` comes from the ``nvidia-cuda-runtime-cu12`` wheel when installed, else from
+    ``nvidia_pytriton.libs``; ``libb64.so.0d`` from the system, else from ``nvidia_pytriton.libs``.
+
+    Args:
+        lib_dir: folder for the symlinks (e.g. ``build/tools/lib``).
+
+    Returns:
+        The environment.
+
+    Raises:
+        BenchError: if a library cannot be found anywhere.
+    """
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    folders: list[str] = [str(lib_dir)]
+    try:
+        import nvidia.cuda_runtime  # type: ignore[import-not-found]
+
+        cuda_lib = Path(next(iter(nvidia.cuda_runtime.__path__))) / "lib"
+        if (cuda_lib / "libcudart.so.12").exists():
+            folders.append(str(cuda_lib))
+    except ImportError:
+        cuda_lib = None
+    try:
+        import pytriton
+
+        bundled = Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
+    except ImportError:
+        bundled = None
+    for library, prefix in LIBRARIES.items():
+        link = lib_dir / library
+        if link.exists() or _system_has(library):
+            continue
+        if library == "libcudart.so.12" and cuda_lib is not None and (cuda_lib / library).exists():
+            continue
+        found = sorted(bundled.glob(f"{prefix}*.so*")) if bundled is not None and bundled.is_dir() else []
+        if not found:
+            raise BenchError(
+                f"perf_analyzer needs {library}: apt-get install libb64-0d / pip install nvidia-cuda-runtime-cu12"
+            )
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(found[0])
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([*folders, *filter(None, [env.get("LD_LIBRARY_PATH")])])
+    return env
+
+
+def _bytes_tensor(value: bytes) -> dict[str, object]:
+    # perf_analyzer uses b64 data as the raw tensor: for BYTES that is the serialized form, a 4-byte
+    # little-endian length before each element.
+    return {"b64": base64.b64encode(struct.pack("<I", len(value)) + value).decode("ascii"), "shape": [1]}
+
+
+def write_input_data(items: Sequence[WorkItem], path: Path) -> Path:
+    """perf_analyzer ``--input-data`` JSON: one entry per work item (IMAGE, TEXT, AUDIO; empty = absent).
+
+    Args:
+        items: the workload.
+        path: the JSON file to write.
+
+    Returns:
+        ``path``.
+    """
+    data = []
+    for item in items:
+        image, text, audio = item.sample.encoded()
+        data.append({contract.IMAGE: _bytes_tensor(image), contract.TEXT: _bytes_tensor(text),
+                     contract.AUDIO: _bytes_tensor(audio)})  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"data": data}), encoding="utf-8")
+    return path
+
+
+def parse_csv(path: Path) -> list[dict[str, float]]:
+    """Rows of perf_analyzer's ``-f`` CSV as floats.
+
+    Columns include ``Concurrency`` or ``Request Rate``, ``Inferences/Second``, ``p50 latency`` ... (microseconds).
+    """
+    rows = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        for raw in csv.DictReader(handle):
+            row = {}
+            for key, value in raw.items():
+                if key is None:
+                    continue
+                try:
+                    row[key.strip()] = float(value)
+                except (TypeError, ValueError):
+                    continue
+            if row:
+                rows.append(row)
+    return rows
+
+
+def level_from_row(row: dict[str, float], baseline: str, mode: str, level: float) -> LevelResult:
+    """A :class:`LevelResult` from one perf_analyzer CSV row (latencies there are in microseconds)."""
+    us = lambda key: row.get(key, float("nan")) / 1000.0  # noqa: E731
+    return LevelResult(
+        baseline=baseline, concurrency=int(row.get("Concurrency", level if mode == "concurrency" else 0)),
+        requests=0, errors=0, duration_s=0.0, throughput=row.get("Inferences/Second", 0.0),
+        p50_ms=us("p50 latency"), p95_ms=us("p95 latency"), p99_ms=us("p99 latency"), mean_ms=us("Avg latency"),
+        mode=mode, rate=level if mode == "rate" else None, tool="perf_analyzer",
+    )  # fmt: skip
+
+
+def run_level(
+    url: str, input_json: Path, out_dir: Path, baseline: str, mode: str, level: float, *, measurement_ms: int,
+    instances: dict[str, int], env: dict[str, str], binary: Path, timeout_s: float = 240.0,
+) -> LevelResult:  # fmt: skip
+    """One perf_analyzer measurement (a concurrency or a Poisson request rate) against the ensemble.
+
+    Args:
+        url: Triton gRPC ``host:port``.
+        input_json: from :func:`write_input_data`.
+        out_dir: where the CSV and the log go.
+        baseline: name for the result.
+        mode: ``concurrency`` or ``rate``.
+        level: the concurrency or the offered requests per second.
+        measurement_ms: measurement window.
+        instances: instance counts (utilization).
+        env: from :func:`perf_env`.
+        binary: perf_analyzer.
+        timeout_s: kill perf_analyzer after this long.
+
+    Returns:
+        The level result with the statistics-API breakdown; NaN latencies if perf_analyzer failed.
+    """
+    tag = f"{baseline}_{mode}_{level:g}"
+    csv_path, log_path = out_dir / f"{tag}.csv", out_dir / f"{tag}.log"
+    command = [
+        str(binary), "-m", contract.ENSEMBLE, "-u", url, "-i", "grpc", "--input-data", str(input_json),
+        "-p", str(measurement_ms), "-s", "25", "-r", "4", "--percentile", "99", "-f", str(csv_path), "--verbose-csv",
+    ]  # fmt: skip
+    if mode == "concurrency":
+        command += ["--concurrency-range", f"{int(level)}:{int(level)}"]
+    else:
+        command += ["--request-rate-range", f"{level:g}:{level:g}", "--request-distribution", "poisson",
+                    "--max-threads", "32"]  # fmt: skip
+    before = snapshot(url)
+    try:
+        completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+        output, code = completed.stdout + completed.stderr, completed.returncode
+    except subprocess.TimeoutExpired as exc:
+        output, code = f"timed out after {timeout_s:.0f} s: {exc}", -1
+    after = snapshot(url)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path.write_text(output[-20000:], encoding="utf-8")
+    rows = parse_csv(csv_path) if csv_path.exists() else []
+    if code != 0 or not rows:
+        LOGGER.warning("perf_analyzer %s failed (exit %s): %s", tag, code, output.strip().splitlines()[-1:])
+        result = LevelResult(baseline, int(level) if mode == "concurrency" else 0, 0, 1, 0.0, 0.0, float("nan"),
+                             float("nan"), float("nan"), float("nan"), mode=mode,
+                             rate=level if mode == "rate" else None, tool="perf_analyzer",
+                             first_error=(output.strip().splitlines() or ["no output"])[-1][:300])  # fmt: skip
+    else:
+        result = level_from_row(rows[-1], baseline, mode, level)
+    result.breakdown = breakdown(before, after, instances)
+    LOGGER.info(
+        "perf_analyzer %-8s %-11s %6g: %7.1f/s  p50 %7.1f ms  p99 %7.1f ms",
+        baseline, mode, level, result.throughput, result.p50_ms, result.p99_ms,
+    )  # fmt: skip
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Standalone sweeps against any running server (e.g. the docker compose load balancer).
+
+    ``python -m trimodal.bench.perf --url 127.0.0.1:8001 --concurrency 1,8,32 --rates 50,100 --out DIR``
+    """
+    import argparse
+
+    from trimodal.bench.workload import DEFAULT_MIX, load_workload, parse_mix
+
+    parser = argparse.ArgumentParser(description="perf_analyzer sweeps of the multimodal ensemble")
+    parser.add_argument("--url", default=os.environ.get("TRIMODAL_URL", "127.0.0.1:8001"))
+    parser.add_argument("--concurrency", default="1,4,16,32")
+    parser.add_argument("--rates", default="", help="Poisson request rates (req/s), comma-separated")
+    parser.add_argument("--window-ms", type=int, default=5000)
+    parser.add_argument("--mix", default=os.environ.get("TRIMODAL_MIX", DEFAULT_MIX))
+    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--build-dir", type=Path, default=Path(os.environ.get("TRIMODAL_BUILD_DIR", "build")))
+    parser.add_argument("--out", type=Path, default=Path("build/perf"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    binary, env = find_perf_analyzer(), perf_env(args.build_dir / "tools" / "lib")
+    items = load_workload(args.build_dir, parse_mix(args.mix), args.samples)
+    input_json = write_input_data(items, args.out / "input_data.json")
+    levels = [("concurrency", float(c)) for c in args.concurrency.split(",") if c.strip()]
+    levels += [("rate", float(r)) for r in args.rates.split(",") if r.strip()]
+    for mode, level in levels:
+        run_level(args.url, input_json, args.out, "triton", mode, level, measurement_ms=args.window_ms,
+                  instances={}, env=env, binary=binary)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
