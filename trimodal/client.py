@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,36 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_URL = "127.0.0.1:8001"
 DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries for UNAVAILABLE only (overload shed, server starting/stopping); never for other errors.
+
+    Attempt ``n`` (from 1) sleeps ``min(max_backoff_s, initial_backoff_s * 2**(n-1))`` scaled by a random
+    factor in ``[1 - jitter, 1 + jitter]`` before retrying; at most ``attempts`` calls in total, each with
+    the client's deadline.
+    """
+
+    attempts: int = 3
+    initial_backoff_s: float = 0.05
+    max_backoff_s: float = 1.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts: expected >= 1, got {self.attempts}")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError(f"RetryPolicy.jitter: expected a fraction in [0, 1], got {self.jitter}")
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to sleep after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1))
+        return base * (1.0 + self.jitter * (2.0 * (rng or random).random() - 1.0))
+
+
+NO_RETRY = RetryPolicy(attempts=1)
 
 
 @dataclass(frozen=True)
@@ -150,20 +182,32 @@ class TrimodalClient:
         timeout_s: deadline of every call in seconds.
         model: the ensemble's name.
         ssl: use TLS (see tritonclient's ``root_certificates``/``private_key``/``certificate_chain``).
+        retry: retry policy for UNAVAILABLE (default: no retry).
+        max_request_bytes: requests larger than this are refused by the client's gRPC channel.
         **grpc_options: passed to ``tritonclient.grpc.InferenceServerClient``.
     """
 
     def __init__(
         self, url: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, model: str = contract.ENSEMBLE,
-        ssl: bool = False, **grpc_options: Any,
+        ssl: bool = False, retry: RetryPolicy = NO_RETRY, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        **grpc_options: Any,
     ) -> None:  # fmt: skip
         import tritonclient.grpc as grpcclient
 
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s: expected a positive deadline in seconds, got {timeout_s}")
         self._module = grpcclient
         self.url = url or os.environ.get("TRIMODAL_URL", DEFAULT_URL)
         self.timeout_s = timeout_s
         self.model = model
-        self._client = grpcclient.InferenceServerClient(self.url, ssl=ssl, **grpc_options)
+        self.retry = retry
+        self.max_request_bytes = max_request_bytes
+        channel_args = [
+            ("grpc.max_send_message_length", max_request_bytes),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            *grpc_options.pop("channel_args", []),
+        ]
+        self._client = grpcclient.InferenceServerClient(self.url, ssl=ssl, channel_args=channel_args, **grpc_options)
 
     def is_ready(self) -> bool:
         """True when the server and the ensemble are ready (False when unreachable)."""
@@ -190,19 +234,33 @@ class TrimodalClient:
         return self.classify_batch([sample], top_k=top_k)[0]
 
     def classify_batch(self, samples: Sequence[Sample], top_k: int = 3) -> list[Classification]:
-        """Classify several samples in ONE request (at most the ensemble's max_batch_size)."""
+        """Classify several samples in ONE request (at most the ensemble's max_batch_size).
+
+        UNAVAILABLE answers are retried according to :attr:`retry`; every attempt has the deadline.
+        """
         from tritonclient.utils import InferenceServerException
 
-        try:
-            result = self._client.infer(
-                self.model,
-                build_inputs(samples, self._module),
-                outputs=build_outputs(self._module, top_k),
-                client_timeout=self.timeout_s,
-            )
-        except InferenceServerException as exc:
-            raise _wrap(exc, f"classify ({len(samples)} sample(s))") from None
-        return parse_result(result)
+        inputs = build_inputs(samples, self._module)
+        size = sum(len(s.encoded()[0]) + len(s.encoded()[1]) + len(s.encoded()[2]) for s in samples)
+        if size > self.max_request_bytes:
+            raise ClientError(
+                f"request of {size} bytes exceeds max_request_bytes ({self.max_request_bytes}); "
+                "send fewer or smaller samples", status="INVALID_ARGUMENT",
+            )  # fmt: skip
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                result = self._client.infer(
+                    self.model, inputs, outputs=build_outputs(self._module, top_k), client_timeout=self.timeout_s
+                )
+                return parse_result(result)
+            except InferenceServerException as exc:
+                error = _wrap(exc, f"classify ({len(samples)} sample(s))")
+                if error.status != "UNAVAILABLE" or attempt == self.retry.attempts:
+                    raise error from None
+                pause = self.retry.backoff(attempt)
+                LOGGER.info("attempt %d got UNAVAILABLE; retrying in %.3f s", attempt, pause)
+                time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Close the channel."""

@@ -64,10 +64,20 @@ def _add_outputs(config: mc.ModelConfig, tensors: Iterable[TensorSpec]) -> None:
 
 def _dynamic_batching(spec: PipelineSpec, model: str) -> mc.ModelDynamicBatching:
     settings = spec.serving.resolved(model)
-    return mc.ModelDynamicBatching(
+    batching = mc.ModelDynamicBatching(
         preferred_batch_size=settings.preferred_batch_sizes,
         max_queue_delay_microseconds=settings.max_queue_delay_us,
     )
+    if settings.max_queue_size or settings.queue_timeout_us:
+        batching.default_queue_policy.CopyFrom(
+            mc.ModelQueuePolicy(
+                timeout_action=mc.ModelQueuePolicy.REJECT,
+                default_timeout_microseconds=settings.queue_timeout_us,
+                allow_timeout_override=True,
+                max_queue_size=settings.max_queue_size,
+            )
+        )
+    return batching
 
 
 def _base_config(spec: PipelineSpec, model: str, io: ModelIO) -> mc.ModelConfig:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -34,6 +35,37 @@ from trimodal.errors import ServerError
 LOGGER = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")
+# APIs that need the admin key (header ADMIN_HEADER); inference, health, metadata and statistics stay open.
+RESTRICTED_APIS: tuple[str, ...] = ("model-repository", "shared-memory", "model-config", "logging", "trace")
+ADMIN_HEADER = "admin-key"  # the HTTP header; gRPC clients send it as GRPC_ADMIN_HEADER metadata
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """gRPC TLS settings.
+
+    The server presents ``server_cert``/``server_key``; with ``root_cert`` and ``mutual``, clients must present
+    a certificate signed by that root (mTLS).
+    """
+
+    server_cert: Path
+    server_key: Path
+    root_cert: Path | None = None
+    mutual: bool = False
+
+    def args(self) -> list[str]:
+        """The tritonserver flags for these settings."""
+        args = ["--grpc-use-ssl=true", f"--grpc-server-cert={self.server_cert}", f"--grpc-server-key={self.server_key}"]
+        if self.root_cert is not None:
+            args.append(f"--grpc-root-cert={self.root_cert}")
+        if self.mutual:
+            if self.root_cert is None:
+                raise ServerError("TLS: mutual authentication needs root_cert (the CA that signs client certificates)")
+            args.append("--grpc-use-ssl-mutual=true")
+        return args
+
+
 DEFAULT_BUILD_DIR = Path(__file__).resolve().parent.parent / "build"
 
 
@@ -51,6 +83,10 @@ class ServerConfig:
     log_verbose: int = 0
     work_dir: Path = DEFAULT_BUILD_DIR / "triton"
     binary: Path | None = None
+    # Key that unlocks RESTRICTED_APIS (header "admin-key"); None = a random key per start, written to
+    # work_dir/admin-key (mode 0600). The restricted APIs are never left open.
+    admin_key: str | None = None
+    tls: TlsConfig | None = None
     extra_args: Sequence[str] = field(default_factory=tuple)
 
     @property
@@ -148,6 +184,7 @@ class TritonServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.shm_prefix = f"trimodal_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         self.log_path = config.work_dir / f"tritonserver-{config.grpc_port}.log"
+        self.admin_key = config.admin_key or os.environ.get("TRIMODAL_ADMIN_KEY") or secrets.token_hex(16)
 
     def command(self) -> list[str]:
         """The full tritonserver command line."""
@@ -170,7 +207,11 @@ class TritonServer:
             "--allow-gpu-metrics=false",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--log-verbose={cfg.log_verbose}",
+            f"--grpc-restricted-protocol={','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={self.admin_key}",
+            f"--http-restricted-api={','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={self.admin_key}",
         ]
+        if cfg.tls is not None:
+            args.extend(cfg.tls.args())
         if embedded:
             args.append(f"--backend-directory={prepare_backends(cfg.work_dir)}")
         if cfg.model_config_name:
@@ -193,10 +234,13 @@ class TritonServer:
         if self.process is not None:
             raise ServerError("server already started")
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        key_file = self.config.work_dir / "admin-key"
+        key_file.write_text(self.admin_key + "\n")
+        key_file.chmod(0o600)
         command = self.command()
         embedded = self.config.binary is None and not os.environ.get("TRIMODAL_TRITONSERVER")
         LOGGER.info("starting tritonserver: gRPC %s, HTTP %s", self.config.grpc_url, self.config.http_url)
-        LOGGER.debug("command: %s", " ".join(command))
+        LOGGER.debug("command: %s", " ".join(command).replace(self.admin_key, "<admin-key>"))
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=_server_env(embedded), start_new_session=True

@@ -56,6 +56,7 @@ class ImageSpec(_Strict):
 
     input: str = "IMAGE"
     size: int = Field(gt=0, le=512)
+    max_bytes: int = Field(default=8 * 1024 * 1024, gt=0)  # larger encoded files are refused unread
     feature_dim: int = Field(gt=0)
 
 
@@ -72,6 +73,7 @@ class AudioSpec(_Strict):
     """Audio modality: WAV bytes decoded, resampled, cropped/padded and turned into a log-mel."""
 
     input: str = "AUDIO"
+    max_bytes: int = Field(default=4 * 1024 * 1024, gt=0)  # larger WAV files are refused unread
     sample_rate: int = Field(gt=0)
     clip_seconds: float = Field(gt=0)
     n_fft: int = Field(gt=0)
@@ -137,6 +139,8 @@ class ModelServing(_Strict):
     cpu_instances: int | None = Field(default=None, gt=0)
     gpu_instances: int | None = Field(default=None, gt=0)
     ort_threads: int | None = Field(default=None, gt=0)
+    max_queue_size: int | None = Field(default=None, ge=0)
+    queue_timeout_us: int | None = Field(default=None, ge=0)
 
 
 class ResolvedServing(_Strict):
@@ -148,6 +152,10 @@ class ResolvedServing(_Strict):
     cpu_instances: int = Field(gt=0)
     gpu_instances: int = Field(gt=0)
     ort_threads: int = Field(default=1, gt=0)  # ONNX Runtime intra-op threads per CPU instance
+    # Queue policy: beyond max_queue_size waiting requests, or after queue_timeout_us in the queue, a request
+    # is rejected with UNAVAILABLE instead of waiting without bound (0 = no limit, Triton's default).
+    max_queue_size: int = Field(default=0, ge=0)
+    queue_timeout_us: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _preferred_fit(self) -> ResolvedServing:
@@ -229,6 +237,12 @@ class ServingSpec(_Strict):
         return self
 
 
+class LimitsSpec(_Strict):
+    """Caps on what a client may send (enforced by the client, the load balancer and the preprocessors)."""
+
+    max_request_bytes: int = Field(gt=0)
+
+
 class PipelineSpec(_Strict):
     """The whole pipeline, as read from ``pipeline.yaml``."""
 
@@ -242,6 +256,7 @@ class PipelineSpec(_Strict):
     precision: Literal["fp32", "fp16", "int8"]
     engines: EnginesSpec
     serving: ServingSpec
+    limits: LimitsSpec
 
     @field_validator("classes")
     @classmethod

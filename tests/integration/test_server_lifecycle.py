@@ -10,60 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from echo_repo import BROKEN, ECHO, echo_config, make_repo
 from tritonclient.utils import InferenceServerException
 
 from trimodal.errors import ServerError
-from trimodal.server import ServerConfig, TritonServer, free_port
+from trimodal.server import TritonServer, free_port
 
 pytestmark = pytest.mark.integration
-
-CONFIG = """
-name: "echo"
-backend: "python"
-max_batch_size: 8
-input { name: "X" data_type: TYPE_FP32 dims: [2] }
-output { name: "Y" data_type: TYPE_FP32 dims: [2] }
-dynamic_batching {}
-instance_group { kind: KIND_CPU count: 1 }
-"""
-
-ECHO = """
-from trimodal.backends.base import BatchedModel
-
-
-class TritonPythonModel(BatchedModel):
-    concatenate = True
-
-    def reject(self, batch):
-        if (batch["X"] < 0).any():
-            return ValueError("X: expected non-negative values")
-
-    def compute(self, inputs):
-        return {"Y": inputs["X"] * 2}
-"""
-
-BROKEN = """
-class TritonPythonModel:
-    def initialize(self, args):
-        raise RuntimeError("deliberately broken model for the test")
-
-    def execute(self, requests):
-        return []
-"""
-
-
-def _repo(root: Path, model_py: str) -> Path:
-    (root / "echo" / "1").mkdir(parents=True)
-    (root / "echo" / "config.pbtxt").write_text(CONFIG)
-    (root / "echo" / "1" / "model.py").write_text(model_py)
-    return root
-
-
-def _config(repo: Path, work: Path) -> ServerConfig:
-    return ServerConfig(
-        model_repository=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-        model_config_name=None, work_dir=work, exit_timeout_s=10,
-    )  # fmt: skip
 
 
 def _stubs_of(pgid: int) -> list[str]:
@@ -79,7 +32,7 @@ def _infer(url: str, values: list[list[float]]) -> np.ndarray:
 
 
 def test_start_infer_reject_stop_leaves_nothing(tmp_path: Path) -> None:
-    config = _config(_repo(tmp_path / "repo", ECHO), tmp_path / "work")
+    config = echo_config(make_repo(tmp_path / "repo", ECHO), tmp_path / "work")
     server = TritonServer(config).start(timeout_s=60)
     pgid = server.process.pid
     try:
@@ -100,7 +53,7 @@ def test_start_infer_reject_stop_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_broken_model_fails_fast_with_log_tail(tmp_path: Path) -> None:
-    config = _config(_repo(tmp_path / "repo", BROKEN), tmp_path / "work")
+    config = echo_config(make_repo(tmp_path / "repo", BROKEN), tmp_path / "work")
     started = time.monotonic()
     server = TritonServer(config)
     with pytest.raises(ServerError) as info:
@@ -112,7 +65,7 @@ def test_broken_model_fails_fast_with_log_tail(tmp_path: Path) -> None:
 
 
 def test_readiness_timeout_stops_the_server(tmp_path: Path) -> None:
-    config = _config(_repo(tmp_path / "repo", ECHO), tmp_path / "work")
+    config = echo_config(make_repo(tmp_path / "repo", ECHO), tmp_path / "work")
     server = TritonServer(config)
     with pytest.raises(ServerError, match="not ready after"):
         server.start(timeout_s=0.01)
@@ -121,7 +74,7 @@ def test_readiness_timeout_stops_the_server(tmp_path: Path) -> None:
 
 def test_cli_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     """`trimodal serve` on a tiny repository: ready, then SIGTERM -> exit 0, no stub, no shm left."""
-    repo = _repo(tmp_path / "repo", ECHO)
+    repo = make_repo(tmp_path / "repo", ECHO)
     ports = [str(free_port()) for _ in range(3)]
     env = {**os.environ, "TRIMODAL_TRITONSERVER": ""}
     process = subprocess.Popen(

@@ -127,6 +127,8 @@ def decode_image(data: bytes, spec: ImageSpec, *, index: int | None = None) -> n
     data = _as_bytes(data, what)
     if not data:
         raise PreprocessError(f"{what}: empty image (send an empty element only to mark the image absent)")
+    if len(data) > spec.max_bytes:
+        raise PreprocessError(f"{what}: image file of {len(data)} bytes exceeds the limit of {spec.max_bytes} bytes")
     size = spec.size
     try:
         with warnings.catch_warnings():
@@ -381,6 +383,8 @@ def decode_audio(data: bytes, spec: AudioSpec, *, index: int | None = None) -> n
 
     what = _name(spec.input, index)
     data = _as_bytes(data, what)
+    if len(data) > spec.max_bytes:
+        raise PreprocessError(f"{what}: WAV file of {len(data)} bytes exceeds the limit of {spec.max_bytes} bytes")
     _, rate, frames = _parse_wav_header(data, what)
     if frames <= 0:
         raise PreprocessError(f"{what}: empty audio clip (0 samples)")
