@@ -152,10 +152,15 @@ def serve(
     config_name: Annotated[str, typer.Option(help="--model-config-name ('' = config.pbtxt, GPU).")] = "cpu",
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 240.0,
     demo: Annotated[bool, typer.Option(help="Classify the bundled samples once ready.")] = False,
+    supervise: Annotated[bool, typer.Option(help="Restart the server when a model stops being ready.")] = True,
+    admin_key: Annotated[
+        str | None, typer.Option(envvar="TRIMODAL_ADMIN_KEY", help="Key for the restricted admin APIs.")
+    ] = None,
 ) -> None:
-    """Start tritonserver in the foreground until Ctrl-C / SIGTERM."""
+    """Start tritonserver in the foreground until Ctrl-C / SIGTERM (self-healing unless --no-supervise)."""
     from trimodal.repository import missing_artifacts
-    from trimodal.server import ServerConfig, TritonServer
+    from trimodal.server import ADMIN_HEADER, ServerConfig, TritonServer
+    from trimodal.supervisor import Supervisor
 
     missing = missing_artifacts(repository) if config_name == "cpu" else []
     if missing:
@@ -163,12 +168,17 @@ def serve(
     config = ServerConfig(
         model_repository=repository, host=host, http_port=http_port, grpc_port=grpc_port,
         metrics_port=metrics_port, model_config_name=config_name or None, work_dir=ROOT / "build" / "triton",
+        admin_key=admin_key,
     )  # fmt: skip
     server = TritonServer(config)
+    supervisor = Supervisor(server, ready_timeout_s=ready_timeout)
     _stop_on_signals()
     try:
         server.start(ready_timeout)
+        if supervise:
+            supervisor.start()
         typer.echo(f"serving: gRPC {config.grpc_url}  HTTP {config.http_url}  metrics {config.metrics_url}")
+        typer.echo(f"admin APIs need header '{ADMIN_HEADER}' (key in {config.work_dir / 'admin-key'})")
         if demo:
             _demo(config.grpc_url)
         typer.echo("Ctrl-C to stop", err=False)
@@ -180,6 +190,7 @@ def serve(
     except TrimodalError as exc:
         raise _fail(exc) from None
     finally:
+        supervisor.stop()
         server.stop()
 
 

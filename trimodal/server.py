@@ -293,8 +293,11 @@ class TritonServer:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self) -> int | None:
-        """SIGTERM, wait ``exit_timeout + 5`` s, then SIGKILL the process group; remove shm segments.
+    def stop(self, grace_s: float | None = None) -> int | None:
+        """SIGTERM, wait ``grace_s`` (default ``exit_timeout + 5``) s, SIGKILL the process group, remove shm.
+
+        Args:
+            grace_s: how long to wait for a clean exit after SIGTERM.
 
         Returns:
             The server's exit code (None if it was never started).
@@ -307,7 +310,7 @@ class TritonServer:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
-                code = process.wait(timeout=self.config.exit_timeout_s + 5)
+                code = process.wait(timeout=self.config.exit_timeout_s + 5 if grace_s is None else grace_s)
             except subprocess.TimeoutExpired:
                 LOGGER.warning("tritonserver did not exit in time; killing it")
                 code = None
@@ -324,6 +327,27 @@ class TritonServer:
         for segment in SHM_DIR.glob(f"{self.shm_prefix}*"):
             with contextlib.suppress(OSError):
                 segment.unlink()
+
+    def stub_instances(self) -> set[str]:
+        """Names of the model instances whose Python-backend stub process is alive (e.g. ``echo_0_0``).
+
+        Triton 2.51 keeps reporting a model ready after its stub died, so this census is how a dead stub is
+        noticed (see :mod:`trimodal.supervisor`).
+        """
+        if self.process is None:
+            return set()
+        names = set()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                pgid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
+            except (OSError, ValueError, IndexError):
+                continue
+            if pgid == self.process.pid and argv and argv[0].endswith(b"triton_python_backend_stub") and len(argv) > 3:
+                names.add(argv[-3].decode(errors="replace"))
+        return names
 
     def shm_segments(self) -> list[Path]:
         """This server's /dev/shm segments (empty after :meth:`stop`)."""
