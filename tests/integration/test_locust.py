@@ -25,7 +25,9 @@ def _locust(host: str, seconds: int, out: Path, *extra: str) -> tuple[int, dict[
     command = [str(locust), "-f", str(LOCUSTFILE), "--headless", "-u", "4", "-r", "4", "-t", f"{seconds}s",
                "--host", host, "--csv", str(out), "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING",
                *extra]  # fmt: skip
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 90, check=False)
+    completed = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=seconds + 90, check=False, stdin=subprocess.DEVNULL
+    )
     stats_path = Path(f"{out}_stats.csv")
     assert stats_path.exists(), f"locust wrote no stats (exit {completed.returncode}):\n{completed.stderr[-3000:]}"
     with stats_path.open(newline="") as handle:

@@ -229,6 +229,8 @@ async def _run_triton(
 
     results = []
     try:
+        # Warm every model instance (first executions of the Python-backend stubs and ORT sessions are slow).
+        await closed_loop(call, items, max(concurrencies), max(2.0, warmup_s), 0.0, "warm-up")
         for concurrency in concurrencies:
             loop = asyncio.get_running_loop()
             before = await loop.run_in_executor(None, snapshot, url)

@@ -32,7 +32,7 @@ FULL = {"concurrency": "1,2,4,8,16,32,64", "duration": 12.0, "warmup": 2.0, "sam
 TUNING: dict[str, dict[str, Any]] = {
     "queue delay 0": {"max_queue_delay_us": 0},
     "queue delay 10 ms": {"max_queue_delay_us": 10000},
-    "ORT threads 2": {"ort_threads": 2},
+    "text_encoder ORT threads 2": {"models": {"text_encoder": {"ort_threads": 2}}},
     "text_encoder x2 instances": {"models": {"text_encoder": {"cpu_instances": 2}}},
 }
 
@@ -143,9 +143,11 @@ def run_bench(
                 results["levels"] += levels
                 save()
                 if perf:
+                    access = {"http_url": server.config.http_url, "admin_key": getattr(server, "admin_key", None)}
                     results["perf"] += _perf_sweeps(
-                        pa, url, items, out / "perf", pa_concurrencies, rates, pa_window_ms, instances, levels, meta
-                    )
+                        pa, url, items, out / "perf", pa_concurrencies, rates, pa_window_ms, instances, levels, meta,
+                        access,
+                    )  # fmt: skip
                     save()
             if tune:
                 sat = saturation(levels)
@@ -181,7 +183,7 @@ def run_bench(
 
 def _perf_sweeps(
     pa: Any, url: str, items: list[Any], folder: Path, concurrencies: list[int], rates: list[float],
-    window_ms: int, instances: dict[str, int], levels: list[Any], meta: dict[str, Any],
+    window_ms: int, instances: dict[str, int], levels: list[Any], meta: dict[str, Any], access: dict[str, Any],
 ) -> list[Any]:  # fmt: skip
     from trimodal.bench.report import saturation
 
@@ -208,6 +210,7 @@ def _perf_sweeps(
                     instances=instances,
                     env=env,
                     binary=binary,
+                    **access,
                 )
             )
         best = saturation([*found, *levels])
@@ -229,6 +232,7 @@ def _perf_sweeps(
                     instances=instances,
                     env=env,
                     binary=binary,
+                    **access,
                 )
             )
     finally:

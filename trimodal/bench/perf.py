@@ -166,11 +166,15 @@ def level_from_row(row: dict[str, float], baseline: str, mode: str, level: float
 def run_level(
     url: str, input_json: Path, out_dir: Path, baseline: str, mode: str, level: float, *, measurement_ms: int,
     instances: dict[str, int], env: dict[str, str], binary: Path, timeout_s: float = 240.0,
+    http_url: str | None = None, admin_key: str | None = None,
 ) -> LevelResult:  # fmt: skip
     """One perf_analyzer measurement (a concurrency or a Poisson request rate) against the ensemble.
 
+    perf_analyzer reads the model config, which the server restricts to clients sending the admin key; its gRPC
+    client cannot send headers (``-H`` is HTTP only), so with ``admin_key`` it talks HTTP to ``http_url``.
+
     Args:
-        url: Triton gRPC ``host:port``.
+        url: Triton gRPC ``host:port`` (statistics snapshots; perf_analyzer too when no admin key is needed).
         input_json: from :func:`write_input_data`.
         out_dir: where the CSV and the log go.
         baseline: name for the result.
@@ -181,15 +185,22 @@ def run_level(
         env: from :func:`perf_env`.
         binary: perf_analyzer.
         timeout_s: kill perf_analyzer after this long.
+        http_url: Triton HTTP ``host:port`` (used with ``admin_key``).
+        admin_key: the server's admin key (header ``admin-key``), if its model-config API is restricted.
 
     Returns:
         The level result with the statistics-API breakdown; NaN latencies if perf_analyzer failed.
     """
     tag = f"{baseline}_{mode}_{level:g}"
     csv_path, log_path = out_dir / f"{tag}.csv", out_dir / f"{tag}.log"
+    if admin_key and http_url:
+        target = ["-u", http_url.removeprefix("http://"), "-i", "http", "-H", f"admin-key:{admin_key}"]
+    else:
+        target = ["-u", url, "-i", "grpc"]
     command = [
-        str(binary), "-m", contract.ENSEMBLE, "-u", url, "-i", "grpc", "--input-data", str(input_json),
-        "-p", str(measurement_ms), "-s", "25", "-r", "4", "--percentile", "99", "-f", str(csv_path), "--verbose-csv",
+        str(binary), "-m", contract.ENSEMBLE, *target, "--input-data", str(input_json),
+        "-p", str(measurement_ms), "-s", "25" if mode == "concurrency" else "60",
+        "-r", "5", "--percentile", "99", "-f", str(csv_path), "--verbose-csv",
     ]  # fmt: skip
     if mode == "concurrency":
         command += ["--concurrency-range", f"{int(level)}:{int(level)}"]
@@ -204,7 +215,7 @@ def run_level(
         output, code = f"timed out after {timeout_s:.0f} s: {exc}", -1
     after = snapshot(url)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log_path.write_text(output[-20000:], encoding="utf-8")
+    log_path.write_text(output[-20000:].replace(admin_key or "\0", "<admin-key>"), encoding="utf-8")
     rows = parse_csv(csv_path) if csv_path.exists() else []
     if code != 0 or not rows:
         LOGGER.warning("perf_analyzer %s failed (exit %s): %s", tag, code, output.strip().splitlines()[-1:])
@@ -232,7 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     from trimodal.bench.workload import DEFAULT_MIX, load_workload, parse_mix
 
     parser = argparse.ArgumentParser(description="perf_analyzer sweeps of the multimodal ensemble")
-    parser.add_argument("--url", default=os.environ.get("TRIMODAL_URL", "127.0.0.1:8001"))
+    parser.add_argument("--url", default=os.environ.get("TRIMODAL_URL", "127.0.0.1:8001"), help="gRPC host:port")
+    parser.add_argument("--http-url", default="127.0.0.1:8000", help="HTTP host:port (used with --admin-key)")
+    parser.add_argument("--admin-key", default=os.environ.get("TRIMODAL_ADMIN_KEY"), help="server's admin key")
     parser.add_argument("--concurrency", default="1,4,16,32")
     parser.add_argument("--rates", default="", help="Poisson request rates (req/s), comma-separated")
     parser.add_argument("--window-ms", type=int, default=5000)
@@ -248,8 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     levels = [("concurrency", float(c)) for c in args.concurrency.split(",") if c.strip()]
     levels += [("rate", float(r)) for r in args.rates.split(",") if r.strip()]
     for mode, level in levels:
-        run_level(args.url, input_json, args.out, "triton", mode, level, measurement_ms=args.window_ms,
-                  instances={}, env=env, binary=binary)  # fmt: skip
+        run_level(
+            args.url, input_json, args.out, "triton", mode, level, measurement_ms=args.window_ms, instances={},
+            env=env, binary=binary, http_url=args.http_url, admin_key=args.admin_key,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":
