@@ -179,6 +179,6 @@ def test_cli_infer(server, spec, tmp_path: Path, test_split) -> None:
     payload = json.loads(out.strip().splitlines()[-1])
     assert payload["label"] == spec.classes[int(test_split.labels[i])]
     assert len(payload["top_k"]) == 2
-    bad = subprocess.run([*command[:4], str(tmp_path / "nope.png"), "--url", server.config.grpc_url],
+    bad = subprocess.run([*command[:5], str(tmp_path / "nope.png"), "--url", server.config.grpc_url],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 1 and "cannot read the image file" in bad.stderr
