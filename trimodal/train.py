@@ -11,7 +11,8 @@ Pipeline of :func:`train_all`:
 5. train one :class:`~trimodal.models.fusion.FusionClassifier` per strategy on the encoders' features, with
    modality dropout (each modality masked with probability ``spec.fusion.modality_dropout``, never all three);
 6. evaluate every non-empty modality subset on the test split exactly as the server sees it (an absent
-   modality's encoder runs on the all-zero input and its mask is 0) and write ``metrics.json`` / ``metrics.md``.
+   modality's encoder runs on what its preprocessor emits for an empty element, and its mask is 0) and
+   write ``metrics.json`` / ``metrics.md``.
 
 Everything is seeded and runs on the CPU.
 """
@@ -440,9 +441,9 @@ def train_fusion(
 def evaluate_subsets(model: nn.Module, data: dict[str, np.ndarray]) -> dict[str, float]:
     """Accuracy of a fusion head for every non-empty modality subset.
 
-    For a subset, the modalities outside it get mask 0 and the features their encoder emits for an absent
-    (all-zero) input, which ``data`` must hold as ``absent_<modality>`` (1, D) arrays; present modalities
-    keep their real masks.
+    For a subset, the modalities outside it get mask 0 and the features their encoder emits for the
+    preprocessor's output of an empty element, which ``data`` must hold as ``absent_<modality>`` (1, D)
+    arrays; present modalities keep their real masks.
 
     Args:
         model: a :class:`~trimodal.models.fusion.FusionClassifier` in eval mode.
@@ -513,7 +514,7 @@ def metrics_markdown(metrics: dict[str, Any]) -> str:
         "# Test accuracy per modality subset",
         "",
         f"Served fusion strategy: **{served}** (`fusion.strategy` in pipeline.yaml). Absent modalities are sent",
-        "exactly as the server sees them (encoder run on the all-zero input, mask 0). "
+        "exactly as the server sees them (encoder run on the preprocessed empty element, mask 0). "
         f"Test samples: {metrics['samples']['test']}.",
         "",
         "| modalities | " + " | ".join(header) + " |",
@@ -547,10 +548,10 @@ def metrics_markdown(metrics: dict[str, Any]) -> str:
 def _cached_text_embeddings(
     spec: PipelineSpec, build_dir: Path, arrays: dict[str, dict[str, np.ndarray]], progress: bool
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Text embeddings of every split plus the embedding of the absent (all-zero) input, cached."""
+    """Text embeddings of every split plus the embedding of an absent (empty) text, cached."""
     from trimodal.data.dataset import dataset_hash
 
-    key = _fingerprint(spec, "preprocess-v1", dataset_hash(spec), "text-v1")
+    key = _fingerprint(spec, "preprocess-v1", dataset_hash(spec), "text-v2")
     path = build_dir / FEATURES_DIR / f"text-embeddings-{key}.npz"
     if path.is_file():
         cached = dict(np.load(path))
@@ -564,9 +565,11 @@ def _cached_text_embeddings(
         )
         for split in SPLITS
     }
-    tokens = spec.modalities.text.max_tokens
-    zeros = np.zeros((1, tokens), dtype=np.int64)
-    absent = _predict(encoder, [zeros, zeros])
+    # What the server's preprocessor emits for an absent (empty) text.
+    from trimodal.data.preprocess import TextPreprocessor, tokenizer_path
+
+    absent_ids, absent_attention, _ = TextPreprocessor(spec.modalities.text, tokenizer_path())([b""])
+    absent = _predict(encoder, [absent_ids, absent_attention])
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, absent=absent, **result)
     tmp.replace(path)
@@ -626,8 +629,7 @@ def train_all(
         encoder.eval()
         for split in SPLITS:
             features[split][modality] = _predict(encoder, [arrays[split][modality]])
-            zero = np.zeros((1, *arrays[split][modality].shape[1:]), dtype=np.float32)
-            features[split][f"absent_{modality}"] = _predict(encoder, [zero])
+            features[split][f"absent_{modality}"] = _predict(encoder, [_absent_input(modality, spec)])
         encoder_info[modality] = info
         torch.save(
             {"state_dict": encoder.state_dict(), "config": _encoder_config(modality, spec), "metrics": info},
@@ -692,6 +694,15 @@ def train_all(
     if missed:
         LOGGER.warning("acceptance targets missed by %s: %s", spec.fusion.strategy, "; ".join(missed))
     return metrics
+
+
+def _absent_input(modality: str, spec: PipelineSpec) -> np.ndarray:
+    """The tensor the server's preprocessor emits for an empty (absent) image or audio element."""
+    from trimodal.data.preprocess import preprocess_audio, preprocess_images
+
+    if modality == "image":
+        return np.asarray(preprocess_images([b""], spec.modalities.image)[0], dtype=np.float32)
+    return np.asarray(preprocess_audio([b""], spec.modalities.audio)[0], dtype=np.float32)
 
 
 def _encoder_config(modality: str, spec: PipelineSpec) -> dict[str, Any]:
