@@ -318,6 +318,7 @@ async def _run_naive(
 ) -> list[LevelResult]:  # fmt: skip
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     classes = list(spec.classes)
     bodies = {id(item): naive_payload(item) for item in items}
     results = []

@@ -5,7 +5,7 @@ Same weights (``build/checkpoints``, loaded like :mod:`trimodal.export` does), s
 models inline, so uvicorn's single worker serves exactly one request at a time: no batching, no overlap.
 That is deliberate (it is the naive server); the benchmark does not tune it.
 
-    python -m trimodal.bench.naive_server --port 8100 [--build-dir build] [--spec pipeline.yaml]
+    python -m trimodal.bench.naive_server --port 8100 [--build-dir build] [--spec pipeline.yaml] [--torch-threads 1]
 
 API: ``POST /classify`` with ``{"image": base64|null, "text": str|null, "audio": base64|null}`` ->
 ``{"probabilities": [...], "label": name}``; ``GET /health`` -> 200 when loaded.
@@ -19,9 +19,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from trimodal.errors import TrimodalError
 
 LOGGER = logging.getLogger(__name__)
+
+
+class ClassifyRequest(BaseModel):
+    """Body of ``POST /classify``: base64 image and audio files, UTF-8 text; None = absent."""
+
+    image: str | None = None
+    text: str | None = None
+    audio: str | None = None
 
 
 class NaiveModel:
@@ -85,22 +95,16 @@ def create_app(spec: Any, build_dir: Path, repo_dir: Path) -> Any:
         The app.
     """
     from fastapi import FastAPI, HTTPException
-    from pydantic import BaseModel
 
     model = NaiveModel(spec, build_dir, repo_dir)
     app = FastAPI(title="trimodal naive baseline")
-
-    class Request(BaseModel):
-        image: str | None = None
-        text: str | None = None
-        audio: str | None = None
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.post("/classify")
-    async def classify(request: Request) -> dict[str, Any]:
+    async def classify(request: ClassifyRequest) -> dict[str, Any]:
         # Inline on the event loop on purpose: one request at a time, like the naive server it stands for.
         try:
             probabilities = model.classify(
@@ -129,7 +133,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--build-dir", type=Path, default=Path("build"))
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--spec", type=Path, default=None)
+    parser.add_argument(
+        "--torch-threads", type=int, default=1,
+        help="torch intra-op threads (1 = the same per-model thread budget as the Triton CPU instances; torch's "
+        "default of one OpenMP thread per core collapses when the cores are shared with a load generator)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(load_spec(args.spec), args.build_dir, args.repository)
     uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="warning", access_log=False)
