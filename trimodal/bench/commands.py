@@ -25,7 +25,7 @@ RESULTS_ROOT = ROOT / "benchmarks" / "results"
 
 QUICK = {"concurrency": "1,4,16,32", "duration": 4.0, "warmup": 1.0, "samples": 256, "rates": "0.7",
          "pa_concurrency": "1,16", "pa_window_ms": 2000}  # fmt: skip
-FULL = {"concurrency": "1,2,4,8,16,32,64", "duration": 12.0, "warmup": 2.0, "samples": 512,
+FULL = {"concurrency": "1,2,4,8,16,32,64", "duration": 10.0, "warmup": 2.0, "samples": 512,
         "rates": "0.3,0.5,0.7,0.9", "pa_concurrency": "1,4,16,32,64", "pa_window_ms": 5000}  # fmt: skip
 
 # Serving variants compared with the configured one (rendered into temporary repositories).

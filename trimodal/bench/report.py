@@ -84,8 +84,8 @@ def saturation(levels: Sequence[LevelResult]) -> LevelResult | None:
 
 
 def at_concurrency(levels: Sequence[LevelResult], concurrency: int) -> LevelResult | None:
-    """The valid level at exactly this concurrency, or None."""
-    return next((x for x in levels if x.concurrency == concurrency and _valid(x)), None)
+    """The valid level with the highest throughput at exactly this concurrency, or None."""
+    return saturation([x for x in levels if x.concurrency == concurrency])
 
 
 def per_sample_costs(on: LevelResult, off: LevelResult) -> str:
@@ -247,8 +247,9 @@ def render_report(results: dict[str, Any]) -> str:
     out += ["| baseline | concurrency | throughput/s | p50 ms | p95 ms | p99 ms | errors |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for name in ORDER:
-        for x in by_baseline(levels, name):
-            out.append(f"| {LABELS[name]} | {x.concurrency} | {_fmt(x.throughput)} | {_fmt(x.p50_ms)} | "
+        for x in sorted(by_baseline(levels, name), key=lambda x: (x.tool, x.concurrency)):
+            label = LABELS[name] + (f" ({x.tool})" if x.tool.startswith("ORT") else "")
+            out.append(f"| {label} | {x.concurrency} | {_fmt(x.throughput)} | {_fmt(x.p50_ms)} | "
                        f"{_fmt(x.p95_ms)} | {_fmt(x.p99_ms)} | {x.errors} |")  # fmt: skip
     out += ["", "## Ratios at each concurrency (throughput of Triton as configured / other)", ""]
     out += ["| concurrency | vs in-process | vs naive | vs batching off |", "| ---: | ---: | ---: | ---: |"]
@@ -307,9 +308,11 @@ def plot(results: dict[str, Any], folder: Path) -> list[Path]:
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in ORDER:
-        rows = [x for x in by_baseline(levels, name) if _valid(x)]
-        if rows:
-            ax.plot([x.concurrency for x in rows], [x.throughput for x in rows], marker="o", label=LABELS[name])
+        for tool in sorted({x.tool for x in by_baseline(levels, name)}):
+            rows = [x for x in by_baseline(levels, name) if _valid(x) and x.tool == tool]
+            label = LABELS[name] + (f" ({tool})" if tool.startswith("ORT") else "")
+            if rows:
+                ax.plot([x.concurrency for x in rows], [x.throughput for x in rows], marker="o", label=label)
     pa = [x for x in by_baseline(perf, "triton") if _valid(x)]
     if pa:
         ax.plot([x.concurrency for x in pa], [x.throughput for x in pa], marker="x", linestyle="--",
@@ -327,7 +330,11 @@ def plot(results: dict[str, Any], folder: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for index, name in enumerate(ORDER):
-        rows = sorted((x for x in by_baseline(levels, name) if _valid(x)), key=lambda x: x.throughput)
+        best = {}
+        for x in by_baseline(levels, name):  # per concurrency, the better setting (in-process: ORT threads)
+            if _valid(x) and (x.concurrency not in best or x.throughput > best[x.concurrency].throughput):
+                best[x.concurrency] = x
+        rows = sorted(best.values(), key=lambda x: x.throughput)
         if rows:
             color = f"C{index}"
             ax.plot([x.throughput for x in rows], [x.p50_ms for x in rows], marker="o", color=color,
