@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 from google.protobuf import text_format
+from spec_helpers import with_changes
 
 from trimodal import check, contract, engines
 from trimodal.check import Problem, check_engines
@@ -14,26 +15,9 @@ from trimodal.contract import ENCODERS, TensorSpec
 from trimodal.engines import PlanMetadata, RuntimeInfo
 from trimodal.errors import EngineError
 from trimodal.repository import gpu_config
-from trimodal.spec import load_spec
 
 RUNTIME = RuntimeInfo("10.13.3.9", "NVIDIA L4", "8.9")
 REBUILD = "`trimodal build --target gpu`"
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return load_spec()
-
-
-def with_changes(spec, **changes):
-    data = spec.model_dump()
-    for dotted, value in changes.items():
-        node = data
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return type(spec).model_validate(data)
 
 
 def write_config(repo, spec, model, mutate=None):

@@ -8,30 +8,14 @@ import sys
 
 import numpy as np
 import pytest
+from spec_helpers import with_changes
 
 from trimodal import contract, engines
 from trimodal.contract import ENCODERS, TensorSpec
 from trimodal.engines import PlanMetadata, RuntimeInfo
 from trimodal.errors import EngineError
-from trimodal.spec import load_spec
 
 RUNTIME = RuntimeInfo("10.13.3.9", "NVIDIA L4", "8.9")
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return load_spec()
-
-
-def with_changes(spec, **changes):
-    data = spec.model_dump()
-    for dotted, value in changes.items():
-        node = data
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return type(spec).model_validate(data)
 
 
 def make_metadata(spec, model="text_encoder", **overrides) -> PlanMetadata:
