@@ -247,7 +247,7 @@ def run_level(
         output = f"{output}\n--- re-run accepting an unstable measurement ---\n{retry}"
     after = snapshot(url)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log_path.write_text(output[-20000:].replace(admin_key or "\0", "<admin-key>"), encoding="utf-8")
+    log_path.write_text(output[-6000:].replace(admin_key or "\0", "<admin-key>"), encoding="utf-8")
     rows = parse_csv(csv_path) if csv_path.exists() else []
     if code == 0 and not rows and parse_stdout(output):
         rows = [parse_stdout(output)]  # seen: exit 0 without the -f file
