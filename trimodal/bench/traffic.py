@@ -1,8 +1,9 @@
-"""Open- and closed-loop gRPC load against the ensemble, for reliability tests and soak runs.
+"""gRPC traffic against the ensemble with a per-request outcome: for overload, soak and shutdown tests.
 
-Every request has a deadline; every outcome is recorded with its start time, latency and gRPC status, so
-callers can check that every request got an answer or hit its deadline, how overload was shed, and how
-latency drifted over time.
+Unlike :mod:`trimodal.bench.loadgen` (closed-loop throughput/latency levels for the benchmarks), this
+records every request with its start time, latency, gRPC status and message, so callers can check that
+every request got an answer or hit its deadline, how overload was shed, and how latency drifted over time.
+Open loop (Poisson or uniform arrivals, no coordinated omission) and closed loop.
 """
 
 from __future__ import annotations
