@@ -294,7 +294,7 @@ class TritonServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, grace_s: float | None = None) -> int | None:
-        """SIGTERM, wait ``grace_s`` (default ``exit_timeout + 5``) s, SIGKILL the process group, remove shm.
+        """SIGTERM the server, wait ``grace_s`` (default ``exit_timeout + 5``) s, SIGKILL its group, remove shm.
 
         Args:
             grace_s: how long to wait for a clean exit after SIGTERM.
@@ -307,8 +307,10 @@ class TritonServer:
             return None
         code = process.poll()
         if code is None:
+            # SIGTERM to tritonserver only: it drains in-flight requests and stops its Python stubs itself
+            # (signalling the whole group would kill the stubs under the requests they are serving).
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)
             try:
                 code = process.wait(timeout=self.config.exit_timeout_s + 5 if grace_s is None else grace_s)
             except subprocess.TimeoutExpired:
