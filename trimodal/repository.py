@@ -221,7 +221,7 @@ def _to_text(config: mc.ModelConfig) -> str:
 def _shim(target: str) -> str:
     module, cls = target.split(":")
     return (
-        f'"""Triton Python-backend entry point; the code lives in {module} (rendered by trimodal.repository)."""\n\n'
+        f'"""Triton Python-backend entry point (rendered by trimodal.repository); the code is in {module}."""\n\n'
         f"from {module} import {cls} as TritonPythonModel\n\n"
         '__all__ = ["TritonPythonModel"]\n'
     )

@@ -1,4 +1,4 @@
-"""Triton Python-backend entry point; the code lives in trimodal.backends.onnx_model (rendered by trimodal.repository)."""
+"""Triton Python-backend entry point (rendered by trimodal.repository); the code is in trimodal.backends.onnx_model."""
 
 from trimodal.backends.onnx_model import OnnxModel as TritonPythonModel
 

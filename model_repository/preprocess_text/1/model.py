@@ -1,4 +1,4 @@
-"""Triton Python-backend entry point; the code lives in trimodal.backends.preprocess (rendered by trimodal.repository)."""
+"""Triton Python-backend entry point (rendered by trimodal.repository); the code is in trimodal.backends.preprocess."""
 
 from trimodal.backends.preprocess import PreprocessText as TritonPythonModel
 
