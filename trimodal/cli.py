@@ -160,7 +160,7 @@ def serve(
     """Start tritonserver in the foreground until Ctrl-C / SIGTERM (self-healing unless --no-supervise)."""
     from trimodal.repository import missing_artifacts
     from trimodal.server import ADMIN_HEADER, ServerConfig, TritonServer
-    from trimodal.supervisor import Supervisor
+    from trimodal.supervisor import Supervisor, inference_probe
 
     missing = missing_artifacts(repository) if config_name == "cpu" else []
     if missing:
@@ -171,7 +171,8 @@ def serve(
         admin_key=admin_key,
     )  # fmt: skip
     server = TritonServer(config)
-    supervisor = Supervisor(server, ready_timeout_s=ready_timeout)
+    probe = inference_probe(config.http_url) if (repository / "multimodal").is_dir() else None
+    supervisor = Supervisor(server, ready_timeout_s=ready_timeout, probe=probe)
     _stop_on_signals()
     try:
         server.start(ready_timeout)

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trimodal.errors import ServerError
@@ -41,6 +42,52 @@ class Incident:
         return None if self.restored_at is None else self.restored_at - self.detected_at
 
 
+PROBE_REQUEST = {
+    "inputs": [
+        {"name": "IMAGE", "shape": [1, 1], "datatype": "BYTES", "data": [""]},
+        {"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["zero"]},
+        {"name": "AUDIO", "shape": [1, 1], "datatype": "BYTES", "data": [""]},
+    ],
+    "outputs": [{"name": "PROBABILITIES"}],
+}
+
+
+def inference_probe(http_url: str, model: str = "multimodal", timeout_s: float = 10.0) -> Callable[[], str | None]:
+    """A probe that sends one tiny real inference (text only) through the ensemble over HTTP.
+
+    The empty image and audio elements still run through every preprocessor and encoder, so the probe
+    fails when any stub is dead or the ensemble is wedged (both seen with Triton 2.51, where readiness
+    stays true). Same request as the Helm chart's liveness probe.
+
+    Args:
+        http_url: ``http://host:port`` of the server.
+        model: the ensemble.
+        timeout_s: the probe's deadline.
+
+    Returns:
+        A callable returning None when healthy, else the reason.
+    """
+
+    def probe() -> str | None:
+        request = urllib.request.Request(
+            f"{http_url}/v2/models/{model}/infer",
+            data=json.dumps(PROBE_REQUEST).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return f"probe inference failed: HTTP {exc.code} {exc.read()[:200].decode(errors='replace')}"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return f"probe inference failed: {exc}"
+        if not any(output.get("name") == "PROBABILITIES" for output in body.get("outputs", [])):
+            return "probe inference returned no PROBABILITIES"
+        return None
+
+    return probe
+
+
 @dataclass
 class Supervisor:
     """Watches a started :class:`TritonServer` from a daemon thread and restarts it when unhealthy.
@@ -50,6 +97,9 @@ class Supervisor:
         interval_s: seconds between readiness checks.
         unhealthy_after: consecutive failed checks before a restart.
         ready_timeout_s: readiness timeout of the restarted server.
+        probe: optional end-to-end check (None = healthy, else the reason), run every ``probe_every`` checks;
+            ``unhealthy_after`` consecutive failures trigger a restart (see :func:`inference_probe`).
+        probe_every: how many checks between probes.
     """
 
     server: TritonServer
@@ -57,6 +107,8 @@ class Supervisor:
     unhealthy_after: int = 3
     ready_timeout_s: float = 120.0
     stop_grace_s: float = 3.0
+    probe: Callable[[], str | None] | None = None
+    probe_every: int = 5
     incidents: list[Incident] = field(default_factory=list)
     baseline: set[str] = field(default_factory=set)
 
@@ -104,9 +156,17 @@ class Supervisor:
         return None
 
     def _run(self) -> None:
-        failures = 0
+        failures = probe_failures = checks = 0
         while not self._stop.wait(self.interval_s):
+            checks += 1
             reason = self.fatal_problem()
+            if reason is None and self.probe is not None and checks % self.probe_every == 0:
+                problem = self.probe()
+                probe_failures = probe_failures + 1 if problem else 0
+                if problem:
+                    LOGGER.warning("%s (%d/%d)", problem, probe_failures, self.unhealthy_after)
+                if probe_failures >= self.unhealthy_after:
+                    reason, probe_failures = f"{problem} ({probe_failures} probes in a row)", 0
             if reason is None and self.server.is_ready():
                 failures = 0
                 continue
