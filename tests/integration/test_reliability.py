@@ -64,24 +64,24 @@ def capacity(generator) -> float:
     return result.throughput()
 
 
-def _failures(server) -> dict[str, float]:
-    """The ensemble's nv_inference_request_failure by reason."""
+def _counters(server) -> dict[tuple[str, str], float]:
+    """Per model: ("success", model) and ("failure", model) (all reasons summed) from the metrics endpoint."""
     with urllib.request.urlopen(server.config.metrics_url, timeout=10) as response:
         text = response.read().decode()
-    pattern = r'^nv_inference_request_failure\{model="multimodal",reason="(\w+)",version="1"\} (\S+)$'
-    return {m.group(1): float(m.group(2)) for m in re.finditer(pattern, text, re.M)}
+    counters: dict[tuple[str, str], float] = {}
+    pattern = r'^nv_inference_request_(success|failure)\{model="(\w+)",(?:reason="\w+",)?version="1"\} (\S+)$'
+    for match in re.finditer(pattern, text, re.M):
+        key = (match.group(1), match.group(2))
+        counters[key] = counters.get(key, 0.0) + float(match.group(3))
+    return counters
 
 
-def test_overload_is_bounded(capacity, tmp_path: Path) -> None:
-    """Open-loop load at 2x capacity: the server stays up, answers within every deadline, keeps serving.
+def test_overload_sheds_with_unavailable(capacity, tmp_path: Path) -> None:
+    """Open-loop load at 2x capacity: every failure is UNAVAILABLE, every request is answered within its
+    deadline, successes keep a bounded p99, the server stays live, and the client's counts match the server's.
 
-    What Triton 2.51 does at 2x (benchmarks/RELIABILITY.md): the queue policy rejects part of the excess with
-    UNAVAILABLE, but most of the excess ends as DEADLINE_EXCEEDED on the client: with the preprocess_audio
-    queue full, rejections are not always answered before the client's deadline, and requests cancelled by
-    their deadline are not counted in Triton's failure metrics. Both are recorded here; what is asserted is
-    what holds: no other status, no request outlives its deadline, bounded p99 of the successes, throughput
-    kept, server live and ready, and the next request succeeds. It runs on a server of its own: requests
-    cancelled by their deadline can crash or wedge Triton 2.51's ensemble (see RELIABILITY.md).
+    Runs on a server of its own: should a request be cancelled by its deadline after all, Triton 2.51's
+    ensemble can crash or wedge (benchmarks/RELIABILITY.md), which must not take other tests down.
     """
     with TritonServer(_config(tmp_path / "work", exit_timeout_s=5)).start(timeout_s=240) as server:
         generator = LoadGenerator(server.config.grpc_url, samples_from_split(ROOT / "build"), deadline_s=DEADLINE_S)
@@ -90,22 +90,32 @@ def test_overload_is_bounded(capacity, tmp_path: Path) -> None:
 
 
 def _overload(server: TritonServer, generator: LoadGenerator, capacity: float) -> None:
-    failures_before = _failures(server)
+    before = _counters(server)
     result = asyncio.run(generator.open_loop(rate_rps=2 * capacity, duration_s=OVERLOAD_S))
+    after = _counters(server)
+    delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
     statuses = result.statuses()
-    summary = {"capacity_rps": round(capacity, 2), "offered_rps": round(2 * capacity, 2), **result.summary()}
-    failures_after = _failures(server)
-    summary["server_failures"] = {k: v - failures_before.get(k, 0.0) for k, v in failures_after.items()}
-    summary["shed_messages"] = sorted({o.message[:90] for o in result.outcomes if o.status != "OK"})[:5]
+    received = delta[("success", "preprocess_text")] + delta.get(("failure", "preprocess_text"), 0.0)
+    summary = {
+        "capacity_rps": round(capacity, 2), "offered_rps": round(2 * capacity, 2), **result.summary(),
+        "server_received": received, "server_successes": delta[("success", "multimodal")],
+        "server_failures_multimodal_other": delta.get(("failure", "multimodal"), 0.0),
+        "shed_messages": sorted({o.message[:90] for o in result.outcomes if o.status != "OK"})[:5],
+    }  # fmt: skip
     _record("overload", summary)
     SUSTAINED["rps"] = result.throughput()
-    assert set(statuses) <= {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"}, summary
-    assert max(o.latency_s for o in result.outcomes) < DEADLINE_S + 1.0, "a request outlived its deadline"
+    assert set(statuses) == {"OK", "UNAVAILABLE"}, summary
+    shed = [o for o in result.outcomes if o.status == "UNAVAILABLE"]
+    assert all("timeout" in o.message.lower() or "queue" in o.message.lower() for o in shed), shed[:3]
+    assert max(o.latency_s for o in result.outcomes) < DEADLINE_S, "a request was not answered within its deadline"
     assert result.percentile_ms(99) < 3000.0, summary
-    assert result.throughput() >= 0.3 * capacity, summary
     assert server.is_live() and server.is_ready()
-    after = asyncio.run(generator.closed_loop(1, 1.0))
-    assert after.statuses() == {"OK": len(after.outcomes)}, after.summary()
+    # Client and server agree: every request the client sent reached the server, its successes are the
+    # server's, and its UNAVAILABLE answers are the server's failures (received - succeeded). (The ensemble's own
+    # failure counter counts a request rejected in two branches twice, so it is recorded, not compared.)
+    assert received == len(result.outcomes), summary
+    assert summary["server_successes"] == statuses["OK"], summary
+    assert received - summary["server_successes"] == statuses["UNAVAILABLE"], summary
 
 
 def test_soak_stays_flat(server, generator, capacity) -> None:
