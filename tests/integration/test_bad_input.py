@@ -13,8 +13,8 @@ import zlib
 import numpy as np
 import pytest
 import soundfile
-import tritonclient.grpc as grpcclient
 from PIL import Image
+from raw_grpc import bytes_tensor, infer_raw
 from tritonclient.utils import InferenceServerException
 
 from trimodal import contract
@@ -25,30 +25,14 @@ pytestmark = pytest.mark.integration
 QUICK_S = 5.0  # "quickly": well under any client deadline
 
 
-def _infer(url: str, model: str, tensors: dict[str, tuple[np.ndarray, str]]) -> None:
-    client = grpcclient.InferenceServerClient(url)
-    inputs = []
-    for name, (array, dtype) in tensors.items():
-        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    client.infer(model, inputs, client_timeout=30)
-
-
 def _expect_invalid(url: str, model: str, tensors: dict, named: str) -> str:
     started = time.monotonic()
     with pytest.raises(InferenceServerException) as info:
-        _infer(url, model, tensors)
+        infer_raw(url, model, tensors)
     assert time.monotonic() - started < QUICK_S
     assert str(info.value.status()).endswith("INVALID_ARGUMENT"), info.value
     assert named in info.value.message(), info.value.message()
     return info.value.message()
-
-
-def _bytes(*items: bytes) -> tuple[np.ndarray, str]:
-    array = np.empty((len(items), 1), dtype=np.object_)
-    array[:, 0] = list(items)
-    return array, "BYTES"
 
 
 def _numpy_dtype(dtype: str):
@@ -60,7 +44,7 @@ def _valid_inputs(spec, model: str, batch: int = 1) -> dict[str, tuple[np.ndarra
     tensors = {}
     for tensor in contract.model_io(spec)[model].inputs:
         if tensor.dtype == "BYTES":
-            tensors[tensor.name] = _bytes(*([b""] * batch))
+            tensors[tensor.name] = bytes_tensor(*([b""] * batch))
             continue
         dims = [spec.modalities.text.max_tokens if d == -1 else d for d in tensor.dims]
         value = np.ones((batch, *dims), dtype=_numpy_dtype(tensor.dtype))
@@ -88,17 +72,17 @@ def test_structural_errors_for_every_model(server, spec, stubs_before, model: st
     missing = {k: v for k, v in good.items() if k != first}
     if missing:
         _expect_invalid(url, model, missing, first)
-    _expect_invalid(url, model, {**good, "NOT_AN_INPUT": _bytes(b"x")}, "NOT_AN_INPUT")
+    _expect_invalid(url, model, {**good, "NOT_AN_INPUT": bytes_tensor(b"x")}, "NOT_AN_INPUT")
     too_big = _valid_inputs(spec, model, batch=spec.serving.ensemble_max_batch_size + 1)
     if model != contract.ENSEMBLE:
         too_big = _valid_inputs(spec, model, batch=spec.serving.resolved(model).max_batch_size + 1)
     _expect_invalid(url, model, too_big, "batch")
     empty_batch = {name: (value[:0], kind) for name, (value, kind) in good.items()}
     with pytest.raises(InferenceServerException) as info:
-        _infer(url, model, empty_batch)
+        infer_raw(url, model, empty_batch)
     assert str(info.value.status()).endswith("INVALID_ARGUMENT"), info.value
     if model != contract.ENSEMBLE:  # the valid request still works (the ensemble's needs real content)
-        _infer(url, model, good)
+        infer_raw(url, model, good)
     assert server.stub_instances() == stubs_before, "a stub crashed"
 
 
@@ -164,10 +148,10 @@ def test_content_errors_through_the_ensemble(server, test_split, stubs_before, c
     cases = _content_cases(test_split)
     payload, named = cases[case]
     good = {"IMAGE": test_split.images[0], "TEXT": test_split.texts[0].encode(), "AUDIO": test_split.audio[0]}
-    tensors = {name: _bytes(value) for name, value in {**good, **payload}.items()}
+    tensors = {name: bytes_tensor(value) for name, value in {**good, **payload}.items()}
     _expect_invalid(server.config.grpc_url, contract.ENSEMBLE, tensors, f"{named}[0]")
     preprocessor = f"preprocess_{named.lower()}"
-    direct = {named: _bytes(payload[named])}
+    direct = {named: bytes_tensor(payload[named])}
     _expect_invalid(server.config.grpc_url, preprocessor, direct, f"{named}[0]")
     with TrimodalClient(server.config.grpc_url, timeout_s=30) as client:
         assert client.classify(Sample(**{k.lower(): v for k, v in good.items()})).probabilities.shape == (10,)

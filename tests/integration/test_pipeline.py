@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
+from raw_grpc import bytes_tensor, infer_raw
 from tritonclient.utils import InferenceServerException
 
 from trimodal import contract
@@ -108,38 +108,29 @@ def test_dynamic_batching_merges_concurrent_requests(server, test_split) -> None
         assert count["executions"] <= count["inferences"] / 2, (model, count)
 
 
-def _raw_infer(url: str, tensors: dict[str, tuple[np.ndarray, str]]) -> None:
-    client = grpcclient.InferenceServerClient(url)
-    inputs = []
-    for name, (array, dtype) in tensors.items():
-        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    client.infer(contract.ENSEMBLE, inputs, client_timeout=30)
-
-
-def _bytes(*items: bytes, rows: int | None = None) -> tuple[np.ndarray, str]:
-    array = np.empty((len(items), 1), dtype=np.object_)
-    array[:, 0] = list(items)
-    return array, "BYTES"
-
-
 def _bad_inputs(test_split):
     image, text, audio = test_split.images[0], test_split.texts[0].encode(), test_split.audio[0]
-    good = {"IMAGE": _bytes(image), "TEXT": _bytes(text), "AUDIO": _bytes(audio)}
+    good = {"IMAGE": bytes_tensor(image), "TEXT": bytes_tensor(text), "AUDIO": bytes_tensor(audio)}
     big = 33
     return {
-        "undecodable image": ({**good, "IMAGE": _bytes(b"this is not an image")}, "IMAGE"),
-        "truncated png": ({**good, "IMAGE": _bytes(image[: len(image) // 2])}, "IMAGE"),
-        "non-utf8 text": ({**good, "TEXT": _bytes(b"\xff\xfe\xfa seven")}, "TEXT"),
-        "not a wav": ({**good, "AUDIO": _bytes(b"RIFX" + b"\x00" * 64)}, "AUDIO"),
+        "undecodable image": ({**good, "IMAGE": bytes_tensor(b"this is not an image")}, "IMAGE"),
+        "truncated png": ({**good, "IMAGE": bytes_tensor(image[: len(image) // 2])}, "IMAGE"),
+        "non-utf8 text": ({**good, "TEXT": bytes_tensor(b"\xff\xfe\xfa seven")}, "TEXT"),
+        "not a wav": ({**good, "AUDIO": bytes_tensor(b"RIFX" + b"\x00" * 64)}, "AUDIO"),
         "wrong dtype": ({**good, "IMAGE": (np.zeros((1, 1), dtype=np.float32), "FP32")}, "IMAGE"),
         "missing input": ({"IMAGE": good["IMAGE"], "TEXT": good["TEXT"]}, "AUDIO"),
         "batch above max": (
-            {"IMAGE": _bytes(*[image] * big), "TEXT": _bytes(*[text] * big), "AUDIO": _bytes(*[audio] * big)},
+            {
+                "IMAGE": bytes_tensor(*[image] * big),
+                "TEXT": bytes_tensor(*[text] * big),
+                "AUDIO": bytes_tensor(*[audio] * big),
+            },
             "batch",
         ),
-        "all modalities empty": ({"IMAGE": _bytes(b""), "TEXT": _bytes(b""), "AUDIO": _bytes(b"")}, "empty"),
+        "all modalities empty": (
+            {"IMAGE": bytes_tensor(b""), "TEXT": bytes_tensor(b""), "AUDIO": bytes_tensor(b"")},
+            "empty",
+        ),
     }
 
 
@@ -151,7 +142,7 @@ def _bad_inputs(test_split):
 def test_bad_input_is_invalid_argument_and_server_survives(server, test_split, case: str) -> None:
     tensors, named = _bad_inputs(test_split)[case]
     with pytest.raises(InferenceServerException) as info:
-        _raw_infer(server.config.grpc_url, tensors)
+        infer_raw(server.config.grpc_url, contract.ENSEMBLE, tensors)
     assert str(info.value.status()).endswith("INVALID_ARGUMENT"), info.value
     assert named in info.value.message(), info.value.message()
     assert server.is_ready()
