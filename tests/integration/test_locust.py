@@ -36,8 +36,21 @@ def _locust(host: str, seconds: int, out: Path, *extra: str) -> tuple[int, dict[
     return completed.returncode, rows, failures.read_text() if failures.exists() else ""
 
 
-def test_smoke_run_has_no_failures(server, tmp_path: Path) -> None:
-    code, rows, failures = _locust(server.config.grpc_url, 15, tmp_path / "ok", "--deadline-s", "20")
+def _own_server(work: Path):
+    """A server of this test's own, so that load left by earlier tests on the shared one cannot stall it."""
+    from trimodal.repository import DEFAULT_REPOSITORY
+    from trimodal.server import ServerConfig, TritonServer
+
+    config = ServerConfig(
+        model_repository=DEFAULT_REPOSITORY, http_port=free_port(), grpc_port=free_port(),
+        metrics_port=free_port(), work_dir=work, exit_timeout_s=5,
+    )  # fmt: skip
+    return TritonServer(config)
+
+
+def test_smoke_run_has_no_failures(tmp_path: Path) -> None:
+    with _own_server(tmp_path / "triton").start(timeout_s=240) as server:
+        code, rows, failures = _locust(server.config.grpc_url, 15, tmp_path / "ok", "--deadline-s", "20")
     total = rows["Aggregated"]
     requests, failed = int(total["Request Count"]), int(total["Failure Count"])
     assert requests > 0, "no request was made"
@@ -58,15 +71,8 @@ def test_wrong_port_counts_failures(tmp_path: Path) -> None:
 def test_deadline_is_enforced(tmp_path: Path) -> None:
     """Runs against a server of its own: a flood of requests cancelled by a 1 ms deadline can crash or wedge
     Triton 2.51's ensemble (benchmarks/RELIABILITY.md), which must not take the shared test server down."""
-    from trimodal.repository import DEFAULT_REPOSITORY
-    from trimodal.server import ServerConfig, TritonServer
-
-    config = ServerConfig(
-        model_repository=DEFAULT_REPOSITORY, http_port=free_port(), grpc_port=free_port(),
-        metrics_port=free_port(), work_dir=tmp_path / "triton", exit_timeout_s=5,
-    )  # fmt: skip
-    with TritonServer(config).start(timeout_s=240):
-        code, rows, failures = _locust(config.grpc_url, 5, tmp_path / "deadline", "--deadline-s", "0.001")
+    with _own_server(tmp_path / "triton").start(timeout_s=240) as server:
+        code, rows, failures = _locust(server.config.grpc_url, 5, tmp_path / "deadline", "--deadline-s", "0.001")
     total = rows["Aggregated"]
     assert int(total["Failure Count"]) > 0 and code != 0
     assert "DEADLINE" in failures.upper()
