@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trimodal.bench import BenchError
+from trimodal.bench.baselines import BASELINES, LABELS
 from trimodal.bench.loadgen import LevelResult
 from trimodal.bench.stats import bottleneck
 
@@ -28,13 +29,7 @@ LOGGER = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 LEVELS_CSV = "levels.csv"
 REPORT_FILE = "report.md"
-ORDER: tuple[str, ...] = ("inprocess", "naive", "triton_nobatch", "triton")
-LABELS: dict[str, str] = {
-    "inprocess": "in-process ONNX Runtime",
-    "naive": "FastAPI + PyTorch eager",
-    "triton_nobatch": "Triton, dynamic batching off",
-    "triton": "Triton as configured",
-}
+ORDER = BASELINES  # report order = the baselines' order
 TARGET_CONCURRENCY = 16
 ENSEMBLE = "multimodal"
 
