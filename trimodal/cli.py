@@ -56,8 +56,8 @@ def render(
     check: Annotated[bool, typer.Option("--check", help="Only report configs that differ from a render.")] = False,
 ) -> None:
     """Render model_repository/ configs from pipeline.yaml (protobuf -> text_format)."""
-    from trimodal.repository import render as render_repo
-    from trimodal.repository import stale_files
+    from trimodal.triton.repository import render as render_repo
+    from trimodal.triton.repository import stale_files
     from trimodal.spec import load_spec
 
     try:
@@ -86,7 +86,7 @@ def build(
     workspace: Annotated[int | None, typer.Option(help="GPU engines: TensorRT workspace, MiB.")] = None,
 ) -> None:
     """Build the dataset, train, export ONNX and fill the model repository (and TensorRT plans on GPU)."""
-    from trimodal.build import build_cpu
+    from trimodal.training.build import build_cpu
     from trimodal.spec import load_spec
 
     if target not in ("cpu", "gpu"):
@@ -96,7 +96,7 @@ def build(
         ran = build_cpu(loaded, build_dir, repository, force=force)
         typer.echo("build: " + ", ".join(f"{step} {'ran' if did else 'reused'}" for step, did in ran.items()))
         if target == "gpu":
-            from trimodal.engines import build_all
+            from trimodal.tensorrt.builder import build_all
 
             build_all(loaded, build_dir, repository, precision=precision, workspace=workspace)
     except TrimodalError as exc:
@@ -112,7 +112,7 @@ def check(
     samples: Annotated[int, typer.Option(help="Test samples for the accuracy check.")] = 500,
 ) -> None:
     """GPU pre-flight: TensorRT plans vs running TensorRT/GPU vs config.pbtxt, then engine accuracy."""
-    from trimodal.check import check_engines, errors, verify_accuracy
+    from trimodal.tensorrt.preflight import check_engines, errors, verify_accuracy
     from trimodal.spec import load_spec
 
     try:
@@ -158,9 +158,9 @@ def serve(
     ] = None,
 ) -> None:
     """Start tritonserver in the foreground until Ctrl-C / SIGTERM (self-healing unless --no-supervise)."""
-    from trimodal.repository import missing_artifacts
-    from trimodal.server import ADMIN_HEADER, ServerConfig, TritonServer
-    from trimodal.supervisor import Supervisor, inference_probe
+    from trimodal.triton.repository import missing_artifacts
+    from trimodal.triton.server import ADMIN_HEADER, ServerConfig, TritonServer
+    from trimodal.triton.supervisor import Supervisor, inference_probe
 
     missing = missing_artifacts(repository) if config_name == "cpu" else []
     if missing:
@@ -256,7 +256,7 @@ def samples(
     out: Annotated[Path, typer.Option(help="Output folder.")] = SAMPLES_DIR,
 ) -> None:
     """Write a few test-split samples (PNG/JPEG, WAV, text) to clients/samples for demos and examples."""
-    from trimodal.data.dataset import load_split
+    from trimodal.training.data.dataset import load_split
     from trimodal.spec import load_spec
 
     loaded = load_spec(spec)

@@ -6,9 +6,14 @@ variable dimension. The functions below derive the concrete shapes from a :class
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from trimodal.spec import PipelineSpec
+import numpy as np
+
+if TYPE_CHECKING:
+    from trimodal.spec import PipelineSpec
 
 # Ensemble inputs (BYTES, one element per sample; an empty element means the modality is absent).
 IMAGE = "IMAGE"
@@ -37,6 +42,26 @@ LABEL = "LABEL"
 
 ENSEMBLE = "multimodal"
 LABELS_FILE = "labels.txt"
+
+# Model names: the only list of them. ENCODERS are the four ONNX graphs (three encoders + the fusion head),
+# in the order the pipeline runs them.
+PREPROCESSORS: tuple[str, ...] = ("preprocess_image", "preprocess_text", "preprocess_audio")
+FUSION = "fusion_classifier"
+ENCODERS: tuple[str, ...] = ("image_encoder", "text_encoder", "audio_encoder", FUSION)
+MODEL_NAMES: tuple[str, ...] = (*PREPROCESSORS, *ENCODERS)
+MASKS: tuple[str, ...] = (IMAGE_MASK, TEXT_MASK, AUDIO_MASK)
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+# Triton/KServe dtype names -> numpy (the data fed to ONNX Runtime, TensorRT and Triton).
+NUMPY_DTYPES: dict[str, type[np.generic]] = {
+    "FP32": np.float32,
+    "FP16": np.float16,
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+}
 
 
 @dataclass(frozen=True)
@@ -87,7 +112,7 @@ def model_io(spec: PipelineSpec) -> dict[str, ModelIO]:
         "image_encoder": ModelIO((image_tensor,), (image_features,)),
         "text_encoder": ModelIO((input_ids, attention), (text_features,)),
         "audio_encoder": ModelIO((audio_tensor,), (audio_features,)),
-        "fusion_classifier": ModelIO(
+        FUSION: ModelIO(
             (image_features, text_features, audio_features, mask(IMAGE_MASK), mask(TEXT_MASK), mask(AUDIO_MASK)),
             (probabilities, label),
         ),
@@ -95,5 +120,20 @@ def model_io(spec: PipelineSpec) -> dict[str, ModelIO]:
     }
 
 
-ENCODERS: tuple[str, ...] = ("image_encoder", "text_encoder", "audio_encoder", "fusion_classifier")
-PREPROCESSORS: tuple[str, ...] = ("preprocess_image", "preprocess_text", "preprocess_audio")
+def cast_to_contract(spec: PipelineSpec, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Cast every known tensor to its contract dtype (contiguous); unknown names pass unchanged.
+
+    Args:
+        spec: the pipeline spec.
+        tensors: arrays by tensor name.
+
+    Returns:
+        The cast arrays by tensor name.
+    """
+    dtypes = {t.name: t.dtype for io in model_io(spec).values() for t in (*io.inputs, *io.outputs)}
+    return {
+        name: np.ascontiguousarray(value, dtype=NUMPY_DTYPES[dtypes[name]])
+        if dtypes.get(name) in NUMPY_DTYPES
+        else value
+        for name, value in tensors.items()
+    }

@@ -41,3 +41,11 @@ class ClientError(TrimodalError):
 
 class EngineError(TrimodalError):
     """A TensorRT engine could not be built or does not match its config/GPU."""
+
+
+class BenchError(TrimodalError):
+    """A benchmark could not run (missing tool, server that does not start, invalid setting or result)."""
+
+
+class AutoscaleError(TrimodalError):
+    """The autoscaling simulation got an invalid policy, load curve or benchmark file."""

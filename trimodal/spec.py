@@ -15,14 +15,13 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trimodal.contract import MODEL_NAMES
 from trimodal.errors import SpecError
 
 LOGGER = logging.getLogger(__name__)
 
 MODALITIES: tuple[str, ...] = ("image", "text", "audio")
 FUSION_STRATEGIES: tuple[str, ...] = ("concat", "weighted", "attention")
-DEFAULT_SPEC_PATH = Path(__file__).resolve().parent.parent / "pipeline.yaml"
-
 Strategy = Literal["concat", "weighted", "attention"]
 
 
@@ -184,17 +183,6 @@ class EnginesSpec(_Strict):
         return value
 
 
-MODEL_NAMES: tuple[str, ...] = (
-    "preprocess_image",
-    "preprocess_text",
-    "preprocess_audio",
-    "image_encoder",
-    "text_encoder",
-    "audio_encoder",
-    "fusion_classifier",
-)
-
-
 class ServingSpec(_Strict):
     """Per-model serving settings with defaults."""
 
@@ -303,8 +291,10 @@ def parse_spec(data: object, source: str = "<dict>") -> PipelineSpec:
 
 
 def spec_path(path: str | os.PathLike[str] | None = None) -> Path:
-    """Resolve the spec path: the argument, else ``TRIMODAL_SPEC``, else the repository's pipeline.yaml."""
-    return Path(path or os.environ.get("TRIMODAL_SPEC") or DEFAULT_SPEC_PATH)
+    """Resolve the spec path: the argument, else ``TRIMODAL_SPEC``, else the project's pipeline.yaml."""
+    from trimodal.layout import Layout
+
+    return Layout.default(spec=Path(path) if path else None).spec
 
 
 def load_spec(path: str | os.PathLike[str] | None = None) -> PipelineSpec:

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from trimodal import contract, engines
-from trimodal.check import check_engines, errors, verify_accuracy
+from trimodal.tensorrt.preflight import check_engines, errors, verify_accuracy
 from trimodal.contract import ENCODERS
 from trimodal.errors import EngineError
 from trimodal.spec import load_spec

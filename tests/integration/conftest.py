@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from trimodal.repository import DEFAULT_REPOSITORY, missing_artifacts
-from trimodal.server import ServerConfig, TritonServer, free_port
+from trimodal.triton.repository import DEFAULT_REPOSITORY, missing_artifacts
+from trimodal.triton.server import ServerConfig, TritonServer, free_port
 from trimodal.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +36,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
 
 @pytest.fixture(scope="session")
 def test_split(spec):
-    from trimodal.data.dataset import load_split
+    from trimodal.training.data.dataset import load_split
 
     return load_split(ROOT / "build", "test")

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from trimodal.server import ServerConfig, free_port
+from trimodal.triton.server import ServerConfig, free_port
 
 CONFIG = """
 name: "echo"
@@ -15,7 +15,7 @@ instance_group { kind: KIND_CPU count: 1 }
 """
 
 ECHO = """
-from trimodal.backends.base import BatchedModel
+from trimodal.runtime.backends.base import BatchedModel
 
 
 class TritonPythonModel(BatchedModel):

@@ -10,7 +10,7 @@ from trimodal.bench.baselines import instance_counts, run_inprocess, run_triton
 from trimodal.bench.plan import make_plan
 from trimodal.bench.report import write_report
 from trimodal.bench.workload import DEFAULT_MIX, build_workload, parse_mix
-from trimodal.repository import DEFAULT_REPOSITORY
+from trimodal.triton.repository import DEFAULT_REPOSITORY
 
 pytestmark = pytest.mark.integration
 

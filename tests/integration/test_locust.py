@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trimodal.server import free_port
+from trimodal.triton.server import free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,8 +38,8 @@ def _locust(host: str, seconds: int, out: Path, *extra: str) -> tuple[int, dict[
 
 def _own_server(work: Path):
     """A server of this test's own, so that load left by earlier tests on the shared one cannot stall it."""
-    from trimodal.repository import DEFAULT_REPOSITORY
-    from trimodal.server import ServerConfig, TritonServer
+    from trimodal.triton.repository import DEFAULT_REPOSITORY
+    from trimodal.triton.server import ServerConfig, TritonServer
 
     config = ServerConfig(
         model_repository=DEFAULT_REPOSITORY, http_port=free_port(), grpc_port=free_port(),

@@ -59,7 +59,7 @@ def test_any_subset_of_modalities(server, spec, test_split, keep: str) -> None:
 
 def test_whole_test_split_matches_in_process_onnxruntime(server, spec, test_split) -> None:
     """Triton == offline: same prediction on >= 99.5% of the test split, probabilities within 1e-4."""
-    from trimodal.local import LocalPipeline
+    from trimodal.runtime.pipeline import LocalPipeline
 
     samples = [_sample(test_split, i) for i in range(len(test_split))]
     started = time.perf_counter()

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from trimodal.bench.traffic import LoadGenerator, process_group_rss_mb, samples_from_split
-from trimodal.repository import DEFAULT_REPOSITORY, missing_artifacts
-from trimodal.server import ServerConfig, TritonServer, free_port
+from trimodal.triton.repository import DEFAULT_REPOSITORY, missing_artifacts
+from trimodal.triton.server import ServerConfig, TritonServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import tritonclient.grpc as grpcclient
 from echo_repo import ECHO, echo_config, make_repo
 from tritonclient.utils import InferenceServerException
 
-from trimodal.server import ADMIN_HEADER, GRPC_ADMIN_HEADER, TlsConfig, TritonServer
+from trimodal.triton.server import ADMIN_HEADER, GRPC_ADMIN_HEADER, TlsConfig, TritonServer
 
 pytestmark = pytest.mark.integration
 KEY = "test-admin-key-0123456789"

@@ -12,8 +12,8 @@ import tritonclient.grpc as grpcclient
 from echo_repo import ECHO, echo_config, make_repo
 from tritonclient.utils import InferenceServerException
 
-from trimodal.server import TritonServer
-from trimodal.supervisor import Supervisor
+from trimodal.triton.server import TritonServer
+from trimodal.triton.supervisor import Supervisor
 
 pytestmark = pytest.mark.integration
 DEADLINE_S = 2.0
@@ -34,7 +34,7 @@ def _stub_pids(server: TritonServer) -> list[int]:
 
 
 def test_killed_stub_is_restored_under_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("WARNING", logger="trimodal.supervisor")
+    caplog.set_level("WARNING", logger="trimodal.triton.supervisor")
     config = echo_config(make_repo(tmp_path / "repo", ECHO), tmp_path / "work")
     server = TritonServer(config).start(timeout_s=60)
     supervisor = Supervisor(server, interval_s=0.5).start()

@@ -14,7 +14,7 @@ from echo_repo import BROKEN, ECHO, echo_config, make_repo
 from tritonclient.utils import InferenceServerException
 
 from trimodal.errors import ServerError
-from trimodal.server import TritonServer, free_port
+from trimodal.triton.server import TritonServer, free_port
 
 pytestmark = pytest.mark.integration
 

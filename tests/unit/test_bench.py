@@ -184,7 +184,7 @@ def test_serving_variant_merges_model_overrides() -> None:
 
 
 def test_render_variant_links_the_artifacts(tmp_path: Path) -> None:
-    from trimodal.repository import ARTIFACTS, load_config
+    from trimodal.triton.repository import ARTIFACTS, load_config
 
     source = tmp_path / "source"
     for model, name in ARTIFACTS.items():

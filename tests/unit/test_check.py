@@ -1,4 +1,4 @@
-"""trimodal.check: every mismatch between plans, the running TensorRT/GPU and config.pbtxt, in one sentence."""
+"""trimodal.tensorrt.preflight: every mismatch between plans, the running TensorRT/GPU and config.pbtxt, in one sentence."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from google.protobuf import text_format
 from spec_helpers import with_changes
 
 from trimodal import check, contract, engines
-from trimodal.check import Problem, check_engines
+from trimodal.tensorrt.preflight import Problem, check_engines
 from trimodal.contract import ENCODERS, TensorSpec
-from trimodal.engines import PlanMetadata, RuntimeInfo
+from trimodal.tensorrt.builder import PlanMetadata, RuntimeInfo
 from trimodal.errors import EngineError
-from trimodal.repository import gpu_config
+from trimodal.triton.repository import gpu_config
 
 RUNTIME = RuntimeInfo("10.13.3.9", "NVIDIA L4", "8.9")
 REBUILD = "`trimodal build --target gpu`"

@@ -7,7 +7,7 @@ import tritonclient.grpc as grpcclient
 from trimodal import contract
 from trimodal.client import RetryPolicy, Sample, TrimodalClient, build_inputs
 from trimodal.errors import ClientError
-from trimodal.server import free_port
+from trimodal.triton.server import free_port
 
 
 def test_inputs_are_one_bytes_element_per_sample_and_empty_means_absent() -> None:

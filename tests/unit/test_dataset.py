@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trimodal.data import dataset, speech, texts
-from trimodal.data import preprocess as pre
+from trimodal.layout import tokenizer_source
+
+from trimodal.training.data import dataset, speech, texts
+from trimodal.runtime import preprocess as pre
 from trimodal.errors import DataError
 from trimodal.spec import PipelineSpec, load_spec
 
@@ -66,7 +68,7 @@ def test_every_sample_preprocesses(generated: tuple[PipelineSpec, Path, float]) 
     split = dataset.load_split(root, "val")
     image, image_mask = pre.preprocess_images(split.images, spec.modalities.image)
     audio, audio_mask = pre.preprocess_audio(split.audio, spec.modalities.audio)
-    ids, _, text_mask = pre.TextPreprocessor(spec.modalities.text, pre.tokenizer_path())(split.texts)
+    ids, _, text_mask = pre.TextPreprocessor(spec.modalities.text, tokenizer_source())(split.texts)
     assert image_mask.all() and audio_mask.all() and text_mask.all()
     assert np.isfinite(image).all() and np.isfinite(audio).all()
     assert ids.shape == (len(split), spec.modalities.text.max_tokens)
@@ -103,7 +105,7 @@ def test_splits_use_disjoint_scans_and_utterances(generated: tuple[PipelineSpec,
 
 
 def test_scan_labels_match(generated: tuple[PipelineSpec, Path, float]) -> None:
-    from trimodal.data.images import load_scans
+    from trimodal.training.data.images import load_scans
 
     _, root, _ = generated
     _, scan_labels = load_scans()

@@ -1,4 +1,4 @@
-"""Pure-Python parts of trimodal.engines: profiles, metadata, precision handling, lazy imports."""
+"""Pure-Python parts of trimodal.tensorrt.builder: profiles, metadata, precision handling, lazy imports."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from spec_helpers import with_changes
 
 from trimodal import contract, engines
 from trimodal.contract import ENCODERS, TensorSpec
-from trimodal.engines import PlanMetadata, RuntimeInfo
+from trimodal.tensorrt.builder import PlanMetadata, RuntimeInfo
 from trimodal.errors import EngineError
 
 RUNTIME = RuntimeInfo("10.13.3.9", "NVIDIA L4", "8.9")
@@ -282,7 +282,7 @@ def test_split_columns_accepts_columns_or_samples():
 
 def test_importing_engines_and_check_does_not_import_heavy_modules():
     code = (
-        "import sys, trimodal.engines, trimodal.check; "
+        "import sys, trimodal.tensorrt.builder, trimodal.tensorrt.preflight; "
         "heavy = [m for m in ('tensorrt', 'polygraphy', 'onnxruntime', 'torch') if m in sys.modules]; "
         "print(','.join(heavy))"
     )

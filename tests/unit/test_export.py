@@ -25,9 +25,9 @@ from trimodal.contract import (  # noqa: E402
     TensorSpec,
 )
 from trimodal.errors import ExportError  # noqa: E402
-from trimodal.export import check_dims, check_parity, export_and_check, export_onnx, random_feeds  # noqa: E402
-from trimodal.models.fusion import FusionClassifier  # noqa: E402
-from trimodal.models.image import ImageEncoder  # noqa: E402
+from trimodal.training.export import check_dims, check_parity, export_and_check, export_onnx, random_feeds  # noqa: E402
+from trimodal.training.models.fusion import FusionClassifier  # noqa: E402
+from trimodal.training.models.image import ImageEncoder  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from trimodal.models.audio import AudioEncoder  # noqa: E402
-from trimodal.models.fusion import STRATEGIES, FusionClassifier  # noqa: E402
-from trimodal.models.image import ImageEncoder  # noqa: E402
+from trimodal.training.models.audio import AudioEncoder  # noqa: E402
+from trimodal.training.models.fusion import STRATEGIES, FusionClassifier  # noqa: E402
+from trimodal.training.models.image import ImageEncoder  # noqa: E402
 
 DIMS = (8, 12, 6)
 CLASSES = 5
@@ -99,7 +99,7 @@ def test_unknown_strategy() -> None:
 
 
 def test_build_encoder_unknown_name() -> None:
-    from trimodal.models import build_encoder
+    from trimodal.training.models import build_encoder
     from trimodal.spec import load_spec
 
     with pytest.raises(ValueError, match="unknown encoder"):
@@ -111,7 +111,7 @@ def test_text_encoder_matches_sentence_transformers() -> None:
     st = pytest.importorskip("sentence_transformers")
     from transformers import AutoTokenizer
 
-    from trimodal.models.text import TextEncoder, minilm_path
+    from trimodal.training.models.text import TextEncoder, minilm_path
 
     torch.set_num_threads(2)
     folder = str(minilm_path())

@@ -1,4 +1,4 @@
-"""Unit tests of trimodal.data.preprocess (no server, no torch needed except the optional HF parity test)."""
+"""Unit tests of trimodal.runtime.preprocess (no server, no torch needed except the optional HF parity test)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import zlib
 
 import numpy as np
 import pytest
+
+from trimodal.layout import tokenizer_source
 from PIL import Image
 
-from trimodal.data import preprocess as pre
-from trimodal.data.speech import encode_wav
+from trimodal.runtime import preprocess as pre
+from trimodal.training.data.speech import encode_wav
 from trimodal.errors import PreprocessError
 from trimodal.spec import load_spec
 
@@ -111,16 +113,16 @@ def test_huge_png_just_above_cap_is_refused_before_decoding() -> None:
 
 @pytest.fixture(scope="module")
 def text_pre() -> pre.TextPreprocessor:
-    return pre.TextPreprocessor(TEXT, pre.tokenizer_path())
+    return pre.TextPreprocessor(TEXT, tokenizer_source())
 
 
 def test_tokenizer_path_explicit_folder(tmp_path) -> None:
-    found = pre.tokenizer_path()
+    found = tokenizer_source()
     assert found.name == "tokenizer.json" and found.is_file()
     (tmp_path / "tokenizer.json").write_bytes(found.read_bytes())
-    assert pre.tokenizer_path(tmp_path) == tmp_path / "tokenizer.json"
+    assert tokenizer_source(tmp_path) == tmp_path / "tokenizer.json"
     with pytest.raises(PreprocessError, match="TEXT"):
-        pre.tokenizer_path(tmp_path / "missing.json")
+        tokenizer_source(tmp_path / "missing.json")
 
 
 def test_text_shapes_absent_and_padding(text_pre: pre.TextPreprocessor) -> None:
@@ -140,7 +142,7 @@ def test_text_truncates_long_input(text_pre: pre.TextPreprocessor) -> None:
 
 def test_text_matches_hf_autotokenizer(text_pre: pre.TextPreprocessor) -> None:
     transformers = pytest.importorskip("transformers")
-    hf = transformers.AutoTokenizer.from_pretrained(str(pre.tokenizer_path().parent))
+    hf = transformers.AutoTokenizer.from_pretrained(str(tokenizer_source().parent))
     sentences = ["the answer is seven", "c'est huit, bitte fünf", "#7 apples please!", "", "nine " * 50]
     ref = hf(sentences, padding="max_length", truncation=True, max_length=TEXT.max_tokens, return_tensors="np")
     ids, attention, _ = text_pre(sentences)

@@ -5,7 +5,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from trimodal import contract
 from trimodal.errors import RepositoryError
-from trimodal.repository import (
+from trimodal.triton.repository import (
     DEFAULT_REPOSITORY,
     check_ensemble,
     cpu_config,

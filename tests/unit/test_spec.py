@@ -4,11 +4,11 @@ import pytest
 import yaml
 
 from trimodal.errors import SpecError
-from trimodal.spec import DEFAULT_SPEC_PATH, load_spec, parse_spec
+from trimodal.spec import load_spec, parse_spec, spec_path
 
 
 def _raw() -> dict:
-    return yaml.safe_load(DEFAULT_SPEC_PATH.read_text())
+    return yaml.safe_load(spec_path().read_text())
 
 
 def test_committed_spec_loads() -> None:

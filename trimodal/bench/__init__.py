@@ -4,11 +4,6 @@ Nothing heavy is imported here: torch, onnxruntime, matplotlib and the load gene
 the functions that need them.
 """
 
-from trimodal.errors import TrimodalError
-
-
-class BenchError(TrimodalError):
-    """A benchmark could not run (missing tool, server that does not start, invalid setting or result)."""
-
+from trimodal.errors import BenchError
 
 __all__ = ["BenchError"]

@@ -1,6 +1,6 @@
 """The four baselines, measured on the same workload by the same closed-loop load generator.
 
-* ``inprocess``: :class:`trimodal.local.LocalPipeline` (same preprocessing, same four ONNX graphs in ONNX
+* ``inprocess``: :class:`trimodal.runtime.pipeline.LocalPipeline` (same preprocessing, same four ONNX graphs in ONNX
   Runtime, this process) on batches of ``min(concurrency, ensemble max batch)``: the bound a server cannot beat.
 * ``naive``: :mod:`trimodal.bench.naive_server` (FastAPI/uvicorn + PyTorch eager, one request at a time),
   over HTTP/JSON.
@@ -113,7 +113,7 @@ def render_variant(spec: PipelineSpec, source_repo: Path, target_repo: Path) -> 
     Raises:
         BenchError: if an artifact is missing.
     """
-    from trimodal.repository import ARTIFACTS, missing_artifacts, render
+    from trimodal.triton.repository import ARTIFACTS, missing_artifacts, render
 
     missing = missing_artifacts(source_repo)
     if missing:
@@ -150,7 +150,7 @@ def run_inprocess(
     (spinning thread pools), 1 thread can lose on an idle machine: both are measured (``tool`` names the
     setting) and the report takes the better one as the bound.
     """
-    from trimodal.local import LocalPipeline
+    from trimodal.runtime.pipeline import LocalPipeline
 
     classes = len(spec.classes)
     max_batch = spec.serving.ensemble_max_batch_size
@@ -187,7 +187,7 @@ def _log(result: LevelResult) -> None:
 @contextlib.contextmanager
 def triton_server(repo_dir: Path, work_dir: Path, timeout_s: float = 300.0) -> Iterator[Any]:
     """A real tritonserver serving ``repo_dir`` (CPU target) on free loopback ports; always stopped."""
-    from trimodal.server import ServerConfig, TritonServer, free_port
+    from trimodal.triton.server import ServerConfig, TritonServer, free_port
 
     config = ServerConfig(
         model_repository=repo_dir, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
@@ -262,7 +262,7 @@ def naive_server(
     build_dir: Path, repo_dir: Path, spec_path: Path | None, log_path: Path, timeout_s: float = 300.0
 ) -> Iterator[str]:
     """Start :mod:`trimodal.bench.naive_server` on a free loopback port; yields its base URL; always stopped."""
-    from trimodal.server import free_port
+    from trimodal.triton.server import free_port
 
     port = free_port()
     command = [sys.executable, "-m", "trimodal.bench.naive_server", "--port", str(port),

@@ -88,7 +88,7 @@ def run_bench(
     from trimodal.bench import perf as pa
     from trimodal.bench.report import RESULTS_FILE, saturation, write_report
     from trimodal.bench.workload import format_mix, load_workload, parse_mix
-    from trimodal.repository import missing_artifacts
+    from trimodal.triton.repository import missing_artifacts
     from trimodal.spec import load_spec
 
     spec = load_spec(spec_path)

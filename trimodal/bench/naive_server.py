@@ -1,7 +1,7 @@
 """The baseline a user might write instead of Triton: FastAPI + uvicorn + PyTorch eager, one request at a time.
 
-Same weights (``build/checkpoints``, loaded like :mod:`trimodal.export` does), same preprocessing
-(:mod:`trimodal.data.preprocess`), same answer (class probabilities). The handler is ``async`` and runs the
+Same weights (``build/checkpoints``, loaded like :mod:`trimodal.training.export` does), same preprocessing
+(:mod:`trimodal.runtime.preprocess`), same answer (class probabilities). The handler is ``async`` and runs the
 models inline, so uvicorn's single worker serves exactly one request at a time: no batching, no overlap.
 That is deliberate (it is the naive server); the benchmark does not tune it.
 
@@ -46,14 +46,15 @@ class NaiveModel:
     def __init__(self, spec: Any, build_dir: Path, repo_dir: Path) -> None:
         import torch
 
-        from trimodal.data.preprocess import TextPreprocessor, tokenizer_path
-        from trimodal.export import _build_models
+        from trimodal.layout import tokenizer_source
+        from trimodal.runtime.preprocess import TextPreprocessor
+        from trimodal.training.export import _build_models
 
         self.torch = torch
         self.spec = spec
         self.models = _build_models(spec, Path(build_dir))
         tokenizer = repo_dir / "preprocess_text" / "1" / "tokenizer.json"
-        self.tokenize = TextPreprocessor(spec.modalities.text, tokenizer if tokenizer.exists() else tokenizer_path())
+        self.tokenize = TextPreprocessor(spec.modalities.text, tokenizer if tokenizer.exists() else tokenizer_source())
 
     def classify(self, image: bytes, text: bytes, audio: bytes) -> list[float]:
         """Class probabilities of one sample (empty bytes = absent modality).
@@ -61,7 +62,7 @@ class NaiveModel:
         Raises:
             PreprocessError: for undecodable input or an all-empty sample.
         """
-        from trimodal.data.preprocess import preprocess_audio, preprocess_images
+        from trimodal.runtime.preprocess import preprocess_audio, preprocess_images
         from trimodal.errors import PreprocessError
 
         torch = self.torch
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     """Serve the naive baseline with uvicorn (one worker) on 127.0.0.1."""
     import uvicorn
 
-    from trimodal.repository import DEFAULT_REPOSITORY
+    from trimodal.triton.repository import DEFAULT_REPOSITORY
     from trimodal.spec import load_spec
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -166,7 +166,7 @@ class LoadGenerator:
 
 def samples_from_split(build_dir: Path, split: str = "test", count: int = 64) -> list[Sample]:
     """Payloads (all three modalities) from a dataset split."""
-    from trimodal.data.dataset import load_split
+    from trimodal.training.data.dataset import load_split
 
     data = load_split(build_dir, split)
     return [Sample(image=data.images[i], text=data.texts[i], audio=data.audio[i]) for i in range(min(count, len(data)))]

@@ -89,7 +89,7 @@ def subset_sample(split: object, index: int, subset: str) -> Sample:
     """The sample ``index`` of a split with only the modalities of ``subset``.
 
     Args:
-        split: a :class:`trimodal.data.dataset.Split`.
+        split: a :class:`trimodal.training.data.dataset.Split`.
         index: sample index.
         subset: canonical subset name (``image+audio``).
 
@@ -117,7 +117,7 @@ def build_workload(split: object, mix: Mapping[str, float], count: int, seed: in
     """A deterministic list of requests drawn from ``split`` with subsets drawn from ``mix``.
 
     Args:
-        split: a :class:`trimodal.data.dataset.Split` (usually the test split).
+        split: a :class:`trimodal.training.data.dataset.Split` (usually the test split).
         mix: subset weights from :func:`parse_mix`.
         count: number of requests.
         seed: random seed (same seed -> same requests).
@@ -145,7 +145,7 @@ def load_workload(build_dir: Path, mix: Mapping[str, float], count: int, seed: i
     Raises:
         BenchError: if the dataset has not been built.
     """
-    from trimodal.data.dataset import load_split
+    from trimodal.training.data.dataset import load_split
     from trimodal.errors import DataError
 
     try:

@@ -1,5 +1,5 @@
-"""Triton Python-backend entry point (rendered by trimodal.repository); the code is in trimodal.backends.onnx_model."""
+"""Triton Python-backend entry point (rendered by trimodal.triton.repository); the code is in trimodal.runtime.backends.onnx_model."""
 
-from trimodal.backends.onnx_model import OnnxModel as TritonPythonModel
+from trimodal.runtime.backends.onnx_model import OnnxModel as TritonPythonModel
 
 __all__ = ["TritonPythonModel"]

@@ -1,5 +1,5 @@
-"""Triton Python-backend entry point (rendered by trimodal.repository); the code is in trimodal.backends.preprocess."""
+"""Triton Python-backend entry point (rendered by trimodal.triton.repository); the code is in trimodal.runtime.backends.preprocess."""
 
-from trimodal.backends.preprocess import PreprocessText as TritonPythonModel
+from trimodal.runtime.backends.preprocess import PreprocessText as TritonPythonModel
 
 __all__ = ["TritonPythonModel"]

@@ -290,12 +290,12 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     import torch
 
     if not path.is_file():
-        raise ExportError(f"checkpoint {path} not found: run training first (trimodal.train.train_all)")
+        raise ExportError(f"checkpoint {path} not found: run training first (trimodal.training.train.train_all)")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _build_models(spec: PipelineSpec, build_dir: Path) -> dict[str, nn.Module]:
-    from trimodal.models import build_encoder, build_fusion
+    from trimodal.training.models import build_encoder, build_fusion
 
     ckpt_dir = build_dir / CHECKPOINTS_DIR
     models: dict[str, nn.Module] = {}
@@ -382,7 +382,7 @@ def export_and_check(
 def export_all(spec: PipelineSpec, build_dir: Path) -> dict[str, Path]:
     """Export the image, text and audio encoders and the served fusion head to ``build_dir/onnx``.
 
-    Reads ``build_dir/checkpoints`` (written by :func:`trimodal.train.train_all`); the text encoder is the
+    Reads ``build_dir/checkpoints`` (written by :func:`trimodal.training.train.train_all`); the text encoder is the
     pretrained all-MiniLM-L6-v2. Every file is checked against :func:`trimodal.contract.model_io` and against
     torch with ONNX Runtime at batch sizes 1 and 5 (and sequence lengths 8 and ``max_tokens`` for the text
     encoder).
@@ -399,7 +399,7 @@ def export_all(spec: PipelineSpec, build_dir: Path) -> dict[str, Path]:
     """
     import torch
 
-    from trimodal.train import TORCH_THREADS
+    from trimodal.training.train import TORCH_THREADS
 
     torch.set_num_threads(TORCH_THREADS)
     build_dir = Path(build_dir)

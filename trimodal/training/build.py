@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from trimodal.repository import DEFAULT_REPOSITORY, install_artifacts, render
+from trimodal.triton.repository import DEFAULT_REPOSITORY, install_artifacts, render
 from trimodal.spec import PipelineSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -85,9 +85,9 @@ def build_cpu(
     Returns:
         Step name -> whether it ran (False = reused).
     """
-    from trimodal.data.dataset import generate_dataset
-    from trimodal.export import export_all
-    from trimodal.train import train_all
+    from trimodal.training.data.dataset import generate_dataset
+    from trimodal.training.export import export_all
+    from trimodal.training.train import train_all
 
     build_dir.mkdir(parents=True, exist_ok=True)
     ran = {}

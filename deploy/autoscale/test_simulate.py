@@ -1,4 +1,4 @@
-"""The autoscaling policy simulation (trimodal.autoscale): HPA semantics, queueing estimate, chart values."""
+"""The autoscaling policy simulation (simulate): HPA semantics, queueing estimate, chart values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trimodal.autoscale import (
+from simulate import (
     AutoscaleError,
     ScalingPolicy,
     ServiceModel,

@@ -334,7 +334,7 @@ class TritonServer:
         """Names of the model instances whose Python-backend stub process is alive (e.g. ``echo_0_0``).
 
         Triton 2.51 keeps reporting a model ready after its stub died, so this census is how a dead stub is
-        noticed (see :mod:`trimodal.supervisor`).
+        noticed (see :mod:`trimodal.triton.supervisor`).
         """
         if self.process is None:
             return set()

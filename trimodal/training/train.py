@@ -3,12 +3,12 @@
 Pipeline of :func:`train_all`:
 
 1. generate the dataset if missing, load the train/val/test splits;
-2. preprocess every split once with :mod:`trimodal.data.preprocess` (the exact server-side code) and cache the
+2. preprocess every split once with :mod:`trimodal.runtime.preprocess` (the exact server-side code) and cache the
    arrays under ``build_dir/features``;
 3. pretrain the image and the audio encoder, each with a temporary linear head (cross-entropy, early stop on
    validation accuracy);
 4. embed every text once with the frozen text encoder (batched, cached);
-5. train one :class:`~trimodal.models.fusion.FusionClassifier` per strategy on the encoders' features, with
+5. train one :class:`~trimodal.training.models.fusion.FusionClassifier` per strategy on the encoders' features, with
    modality dropout (each modality masked with probability ``spec.fusion.modality_dropout``, never all three);
 6. evaluate every non-empty modality subset on the test split exactly as the server sees it (an absent
    modality's encoder runs on what its preprocessor emits for an empty element, and its mask is 0) and
@@ -113,9 +113,10 @@ def _preprocess_split(split: Any, spec: PipelineSpec, name: str, progress: bool)
     """Run the server-side preprocessing over one split, in chunks."""
     from tqdm.auto import tqdm
 
-    from trimodal.data.preprocess import TextPreprocessor, preprocess_audio, preprocess_images, tokenizer_path
+    from trimodal.layout import tokenizer_source
+    from trimodal.runtime.preprocess import TextPreprocessor, preprocess_audio, preprocess_images
 
-    text_pre = TextPreprocessor(spec.modalities.text, tokenizer_path())
+    text_pre = TextPreprocessor(spec.modalities.text, tokenizer_source())
     count = len(split.labels)
     parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS if key != "labels"}
     for start in tqdm(range(0, count, PREPROCESS_CHUNK), desc=f"preprocess {name}", disable=not progress):
@@ -158,7 +159,7 @@ def load_features(
     """
     cache_dir = build_dir / FEATURES_DIR
     cache_dir.mkdir(parents=True, exist_ok=True)
-    from trimodal.data.dataset import dataset_hash
+    from trimodal.training.data.dataset import dataset_hash
 
     key = _fingerprint(spec, "preprocess-v1", dataset_hash(spec))
     paths = {split: cache_dir / f"{split}-{key}.npz" for split in SPLITS}
@@ -166,7 +167,7 @@ def load_features(
         LOGGER.info("using cached preprocessed arrays in %s", cache_dir)
         return {split: dict(np.load(path)) for split, path in paths.items()}
 
-    from trimodal.data.dataset import generate_dataset, load_split
+    from trimodal.training.data.dataset import generate_dataset, load_split
 
     root = Path(data_dir) if data_dir is not None else build_dir
     generate_dataset(spec, root, progress=progress)
@@ -310,7 +311,7 @@ def embed_texts(
     Args:
         input_ids: int64 (N, T).
         attention_mask: int64 (N, T).
-        encoder: the :class:`~trimodal.models.text.TextEncoder`.
+        encoder: the :class:`~trimodal.training.models.text.TextEncoder`.
         progress: show a progress bar.
         desc: progress bar label.
 
@@ -386,7 +387,7 @@ def train_fusion(
     from torch import nn
     from tqdm.auto import tqdm
 
-    from trimodal.models import build_fusion
+    from trimodal.training.models import build_fusion
 
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
@@ -446,7 +447,7 @@ def evaluate_subsets(model: nn.Module, data: dict[str, np.ndarray]) -> dict[str,
     arrays; present modalities keep their real masks.
 
     Args:
-        model: a :class:`~trimodal.models.fusion.FusionClassifier` in eval mode.
+        model: a :class:`~trimodal.training.models.fusion.FusionClassifier` in eval mode.
         data: features, masks (N, 1), ``labels`` and ``absent_<modality>`` rows.
 
     Returns:
@@ -549,14 +550,14 @@ def _cached_text_embeddings(
     spec: PipelineSpec, build_dir: Path, arrays: dict[str, dict[str, np.ndarray]], progress: bool
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Text embeddings of every split plus the embedding of an absent (empty) text, cached."""
-    from trimodal.data.dataset import dataset_hash
+    from trimodal.training.data.dataset import dataset_hash
 
     key = _fingerprint(spec, "preprocess-v1", dataset_hash(spec), "text-v2")
     path = build_dir / FEATURES_DIR / f"text-embeddings-{key}.npz"
     if path.is_file():
         cached = dict(np.load(path))
         return {split: cached[split] for split in SPLITS}, cached["absent"]
-    from trimodal.models import build_encoder
+    from trimodal.training.models import build_encoder
 
     encoder = build_encoder("text_encoder", spec)
     result = {
@@ -566,9 +567,10 @@ def _cached_text_embeddings(
         for split in SPLITS
     }
     # What the server's preprocessor emits for an absent (empty) text.
-    from trimodal.data.preprocess import TextPreprocessor, tokenizer_path
+    from trimodal.layout import tokenizer_source
+    from trimodal.runtime.preprocess import TextPreprocessor
 
-    absent_ids, absent_attention, _ = TextPreprocessor(spec.modalities.text, tokenizer_path())([b""])
+    absent_ids, absent_attention, _ = TextPreprocessor(spec.modalities.text, tokenizer_source())([b""])
     absent = _predict(encoder, [absent_ids, absent_attention])
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, absent=absent, **result)
@@ -600,7 +602,7 @@ def train_all(
     """
     import torch
 
-    from trimodal.models import build_encoder
+    from trimodal.training.models import build_encoder
 
     started = time.perf_counter()
     build_dir = Path(build_dir)
@@ -698,7 +700,7 @@ def train_all(
 
 def _absent_input(modality: str, spec: PipelineSpec) -> np.ndarray:
     """The tensor the server's preprocessor emits for an empty (absent) image or audio element."""
-    from trimodal.data.preprocess import preprocess_audio, preprocess_images
+    from trimodal.runtime.preprocess import preprocess_audio, preprocess_images
 
     if modality == "image":
         return np.asarray(preprocess_images([b""], spec.modalities.image)[0], dtype=np.float32)

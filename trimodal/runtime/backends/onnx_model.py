@@ -12,8 +12,8 @@ import logging
 
 import numpy as np
 
-from trimodal.backends.base import BatchedModel
 from trimodal.errors import PreprocessError
+from trimodal.runtime.backends.base import BatchedModel
 
 LOGGER = logging.getLogger(__name__)
 

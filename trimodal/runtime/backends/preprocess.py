@@ -1,7 +1,7 @@
 """Python-backend preprocessors: raw client bytes -> encoder tensors + presence masks.
 
-They call exactly the functions the training used (:mod:`trimodal.data.preprocess`), configured by the
-``modality_spec`` parameter that :mod:`trimodal.repository` renders from pipeline.yaml.
+They call exactly the functions the training used (:mod:`trimodal.runtime.preprocess`), configured by the
+``modality_spec`` parameter that :mod:`trimodal.triton.repository` renders from pipeline.yaml.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from trimodal import contract
-from trimodal.backends.base import BatchedModel
+from trimodal.runtime.backends.base import BatchedModel
 from trimodal.spec import AudioSpec, ImageSpec, TextSpec
 
 
@@ -27,7 +27,7 @@ class PreprocessImage(BatchedModel):
 
     def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Decode one request's images."""
-        from trimodal.data.preprocess import preprocess_images
+        from trimodal.runtime.preprocess import preprocess_images
 
         tensor, mask = preprocess_images(_flatten(inputs[contract.IMAGE]), self.spec)
         return {contract.IMAGE_TENSOR: tensor, contract.IMAGE_MASK: mask}
@@ -38,7 +38,7 @@ class PreprocessText(BatchedModel):
 
     def setup(self) -> None:
         """Load the tokenizer shipped in the version folder."""
-        from trimodal.data.preprocess import TextPreprocessor
+        from trimodal.runtime.preprocess import TextPreprocessor
 
         self.spec = TextSpec.model_validate_json(self.parameters["modality_spec"])
         self.tokenize = TextPreprocessor(self.spec, self.version_dir / "tokenizer.json")
@@ -58,7 +58,7 @@ class PreprocessAudio(BatchedModel):
 
     def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Decode and featurize one request's clips."""
-        from trimodal.data.preprocess import preprocess_audio
+        from trimodal.runtime.preprocess import preprocess_audio
 
         tensor, mask = preprocess_audio(_flatten(inputs[contract.AUDIO]), self.spec)
         return {contract.AUDIO_TENSOR: tensor, contract.AUDIO_MASK: mask}

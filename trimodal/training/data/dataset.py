@@ -27,7 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from trimodal.data import images, speech, texts
+from trimodal.training.data import images, speech, texts
 from trimodal.errors import DataError
 from trimodal.spec import MODALITIES, PipelineSpec
 

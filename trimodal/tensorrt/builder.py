@@ -13,7 +13,7 @@ Layout written by :func:`build_all`::
     build/engines/<model>-<onnx sha>.int8.cache    INT8 entropy-calibration cache
 
 Entry points for the CLI: :func:`build_all` (``trimodal build --target gpu``); :func:`read_metadata`,
-:func:`detect_runtime` and :func:`profile_shapes` are used by :mod:`trimodal.check`.
+:func:`detect_runtime` and :func:`profile_shapes` are used by :mod:`trimodal.tensorrt.preflight`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import numpy as np
 from trimodal import contract
 from trimodal.contract import ENCODERS, TensorSpec
 from trimodal.errors import EngineError
-from trimodal.repository import plan_filename
+from trimodal.triton.repository import plan_filename
 from trimodal.spec import PipelineSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -398,7 +398,7 @@ def engine_io(engine: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ..
 
 
 def _split_columns(split: Any) -> tuple[list[bytes], list[bytes], list[bytes], np.ndarray]:
-    """(images, texts, audios, labels) from what ``trimodal.data.dataset.load_split`` returns.
+    """(images, texts, audios, labels) from what ``trimodal.training.data.dataset.load_split`` returns.
 
     Accepts an object or mapping with ``images``, ``texts`` (or ``text``), ``audio`` (or ``audios``) and
     ``labels`` columns, or a sequence of samples with ``image``, ``text``, ``audio``, ``label``.
@@ -455,8 +455,9 @@ def encoder_inputs(
         ``(tensors, labels)``: every preprocessor output by tensor name (IMAGE_TENSOR, INPUT_IDS,
         ATTENTION_MASK, AUDIO_TENSOR and the three masks), batch first.
     """
-    from trimodal.data.dataset import load_split
-    from trimodal.data.preprocess import TextPreprocessor, preprocess_audio, preprocess_images, tokenizer_path
+    from trimodal.training.data.dataset import load_split
+    from trimodal.layout import tokenizer_source
+    from trimodal.runtime.preprocess import TextPreprocessor, preprocess_audio, preprocess_images
 
     images, texts, audios, labels = _split_columns(load_split(build_dir, split))
     total = len(labels)
@@ -466,7 +467,7 @@ def encoder_inputs(
     chosen = np.sort(rng.permutation(total)[: min(count, total)])
     pick = lambda column: [column[i] for i in chosen]  # noqa: E731
     image, image_mask = preprocess_images(pick(images), spec.modalities.image)
-    ids, attention, text_mask = TextPreprocessor(spec.modalities.text, tokenizer_path())(pick(texts))
+    ids, attention, text_mask = TextPreprocessor(spec.modalities.text, tokenizer_source())(pick(texts))
     audio, audio_mask = preprocess_audio(pick(audios), spec.modalities.audio)
     tensors = {
         contract.IMAGE_TENSOR: image,
@@ -634,7 +635,7 @@ def build_engine(
     """Build one TensorRT plan from an ONNX graph with Polygraphy, and write its metadata next to it.
 
     Args:
-        onnx_path: the ONNX graph (named, dynamic-batch inputs as exported by :mod:`trimodal.export`).
+        onnx_path: the ONNX graph (named, dynamic-batch inputs as exported by :mod:`trimodal.training.export`).
         plan_path: where to write the plan (written atomically; metadata goes to ``<plan>.json``).
         spec: the pipeline spec (optimization profile, see :func:`profile_shapes`).
         model: the model name (one of :data:`~trimodal.contract.ENCODERS`).

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trimodal.errors import ServerError
-from trimodal.server import ADMIN_HEADER, TritonServer
+from trimodal.triton.server import ADMIN_HEADER, TritonServer
 
 LOGGER = logging.getLogger(__name__)
 

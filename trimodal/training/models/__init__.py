@@ -12,7 +12,7 @@ from trimodal.spec import PipelineSpec
 if TYPE_CHECKING:
     from torch import nn
 
-    from trimodal.models.fusion import FusionClassifier
+    from trimodal.training.models.fusion import FusionClassifier
 
 ENCODER_NAMES: tuple[str, ...] = ("image_encoder", "text_encoder", "audio_encoder")
 
@@ -33,15 +33,15 @@ def build_encoder(name: str, spec: PipelineSpec) -> nn.Module:
     key = name.removesuffix("_encoder")
     modalities = spec.modalities
     if key == "image":
-        from trimodal.models.image import ImageEncoder
+        from trimodal.training.models.image import ImageEncoder
 
         return ImageEncoder(modalities.image.size, modalities.image.feature_dim)
     if key == "audio":
-        from trimodal.models.audio import AudioEncoder
+        from trimodal.training.models.audio import AudioEncoder
 
         return AudioEncoder(modalities.audio.n_mels, modalities.audio.n_frames, modalities.audio.feature_dim)
     if key == "text":
-        from trimodal.models.text import TextEncoder
+        from trimodal.training.models.text import TextEncoder
 
         encoder = TextEncoder()
         if encoder.feature_dim != modalities.text.feature_dim:
@@ -61,9 +61,9 @@ def build_fusion(spec: PipelineSpec, strategy: str | None = None) -> FusionClass
         strategy: the fusion strategy; defaults to the served one (``spec.fusion.strategy``).
 
     Returns:
-        The untrained :class:`~trimodal.models.fusion.FusionClassifier`.
+        The untrained :class:`~trimodal.training.models.fusion.FusionClassifier`.
     """
-    from trimodal.models.fusion import FusionClassifier
+    from trimodal.training.models.fusion import FusionClassifier
 
     modalities = spec.modalities
     return FusionClassifier(
