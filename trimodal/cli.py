@@ -56,9 +56,9 @@ def render(
     check: Annotated[bool, typer.Option("--check", help="Only report configs that differ from a render.")] = False,
 ) -> None:
     """Render model_repository/ configs from pipeline.yaml (protobuf -> text_format)."""
+    from trimodal.spec import load_spec
     from trimodal.triton.repository import render as render_repo
     from trimodal.triton.repository import stale_files
-    from trimodal.spec import load_spec
 
     try:
         loaded = load_spec(spec)
@@ -86,8 +86,8 @@ def build(
     workspace: Annotated[int | None, typer.Option(help="GPU engines: TensorRT workspace, MiB.")] = None,
 ) -> None:
     """Build the dataset, train, export ONNX and fill the model repository (and TensorRT plans on GPU)."""
-    from trimodal.training.build import build_cpu
     from trimodal.spec import load_spec
+    from trimodal.training.build import build_cpu
 
     if target not in ("cpu", "gpu"):
         raise _fail(ValueError(f"--target: expected cpu or gpu, got {target!r}"))
@@ -112,8 +112,8 @@ def check(
     samples: Annotated[int, typer.Option(help="Test samples for the accuracy check.")] = 500,
 ) -> None:
     """GPU pre-flight: TensorRT plans vs running TensorRT/GPU vs config.pbtxt, then engine accuracy."""
-    from trimodal.tensorrt.preflight import check_engines, errors, verify_accuracy
     from trimodal.spec import load_spec
+    from trimodal.tensorrt.preflight import check_engines, errors, verify_accuracy
 
     try:
         loaded = load_spec(spec)
@@ -158,7 +158,7 @@ def serve(
     ] = None,
 ) -> None:
     """Start tritonserver in the foreground until Ctrl-C / SIGTERM (self-healing unless --no-supervise)."""
-    from trimodal.triton.repository import missing_artifacts
+    from trimodal.triton.install import missing_artifacts
     from trimodal.triton.server import ADMIN_HEADER, ServerConfig, TritonServer
     from trimodal.triton.supervisor import Supervisor, inference_probe
 
@@ -256,8 +256,8 @@ def samples(
     out: Annotated[Path, typer.Option(help="Output folder.")] = SAMPLES_DIR,
 ) -> None:
     """Write a few test-split samples (PNG/JPEG, WAV, text) to clients/samples for demos and examples."""
-    from trimodal.training.data.dataset import load_split
     from trimodal.spec import load_spec
+    from trimodal.training.data.dataset import load_split
 
     loaded = load_spec(spec)
     split = load_split(build_dir, "test")

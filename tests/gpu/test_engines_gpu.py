@@ -25,10 +25,10 @@ import pytest
 import yaml
 
 from trimodal import contract, engines
-from trimodal.tensorrt.preflight import check_engines, errors, verify_accuracy
 from trimodal.contract import ENCODERS
 from trimodal.errors import EngineError
 from trimodal.spec import load_spec
+from trimodal.tensorrt.preflight import check_engines, errors, verify_accuracy
 
 pytestmark = pytest.mark.gpu
 

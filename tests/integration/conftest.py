@@ -5,9 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from trimodal.triton.repository import DEFAULT_REPOSITORY, missing_artifacts
-from trimodal.triton.server import ServerConfig, TritonServer, free_port
+from trimodal.layout import Layout
 from trimodal.spec import load_spec
+from trimodal.triton.install import missing_artifacts
+from trimodal.triton.server import ServerConfig, TritonServer, free_port
+
+REPOSITORY = Layout.default().repository.root
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,11 +22,11 @@ def spec():
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    missing = missing_artifacts(DEFAULT_REPOSITORY)
+    missing = missing_artifacts(REPOSITORY)
     if missing:
         pytest.skip(f"model repository not built ({missing[0]} missing): run `make build` first")
     config = ServerConfig(
-        model_repository=DEFAULT_REPOSITORY, http_port=free_port(), grpc_port=free_port(),
+        model_repository=REPOSITORY, http_port=free_port(), grpc_port=free_port(),
         metrics_port=free_port(), work_dir=tmp_path_factory.mktemp("triton"), exit_timeout_s=15,
     )  # fmt: skip
     server = TritonServer(config).start(timeout_s=240)
@@ -38,4 +41,4 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
 def test_split(spec):
     from trimodal.training.data.dataset import load_split
 
-    return load_split(ROOT / "build", "test")
+    return load_split(Layout.default().build.root, "test")

@@ -10,7 +10,9 @@ from trimodal.bench.baselines import instance_counts, run_inprocess, run_triton
 from trimodal.bench.plan import make_plan
 from trimodal.bench.report import write_report
 from trimodal.bench.workload import DEFAULT_MIX, build_workload, parse_mix
-from trimodal.triton.repository import DEFAULT_REPOSITORY
+from trimodal.layout import Layout
+
+REPOSITORY = Layout.default().repository.root
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +30,7 @@ def test_bench_machinery_end_to_end(server, spec, test_split, tmp_path: Path) ->
     busy = levels[-1].breakdown
     assert set(contract.ENCODERS) <= set(busy), busy.keys()
     assert all(busy[m]["avg_batch"] >= 1 and 0 < busy[m]["utilization"] <= 1.05 for m in contract.ENCODERS)
-    levels += run_inprocess(spec, DEFAULT_REPOSITORY, items, [1, 8], duration_s=1.0, warmup_s=0.2)
+    levels += run_inprocess(spec, REPOSITORY, items, [1, 8], duration_s=1.0, warmup_s=0.2)
 
     results = {"meta": {"timestamp": "test", "machine": "test"}, "levels": levels, "perf": [], "tuning": []}
     try:

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from trimodal.layout import Layout
 from trimodal.triton.server import free_port
+
+REPOSITORY = Layout.default().repository.root
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +23,7 @@ def _locust(host: str, seconds: int, out: Path, *extra: str) -> tuple[int, dict[
     locust = Path(sys.executable).parent / "locust"
     if not locust.exists():
         pytest.skip("locust is not installed: pip install -e '.[bench]'")
-    env = {**os.environ, "TRIMODAL_BUILD_DIR": str(ROOT / "build")}
+    env = {**os.environ, "TRIMODAL_BUILD_DIR": str(Layout.default().build.root)}
     env.pop("TRIMODAL_URL", None)
     command = [str(locust), "-f", str(LOCUSTFILE), "--headless", "-u", "4", "-r", "4", "-t", f"{seconds}s",
                "--host", host, "--csv", str(out), "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING",
@@ -38,11 +41,10 @@ def _locust(host: str, seconds: int, out: Path, *extra: str) -> tuple[int, dict[
 
 def _own_server(work: Path):
     """A server of this test's own, so that load left by earlier tests on the shared one cannot stall it."""
-    from trimodal.triton.repository import DEFAULT_REPOSITORY
     from trimodal.triton.server import ServerConfig, TritonServer
 
     config = ServerConfig(
-        model_repository=DEFAULT_REPOSITORY, http_port=free_port(), grpc_port=free_port(),
+        model_repository=REPOSITORY, http_port=free_port(), grpc_port=free_port(),
         metrics_port=free_port(), work_dir=work, exit_timeout_s=5,
     )  # fmt: skip
     return TritonServer(config)

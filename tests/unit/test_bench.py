@@ -184,12 +184,12 @@ def test_serving_variant_merges_model_overrides() -> None:
 
 
 def test_render_variant_links_the_artifacts(tmp_path: Path) -> None:
-    from trimodal.triton.repository import ARTIFACTS, load_config
+    from trimodal.triton.validate import load_config
 
     source = tmp_path / "source"
-    for model, name in ARTIFACTS.items():
+    for model in contract.ENCODERS:
         (source / model / "1").mkdir(parents=True)
-        (source / model / "1" / name).write_bytes(b"onnx")
+        (source / model / "1" / "model.onnx").write_bytes(b"onnx")
     (source / "preprocess_text" / "1").mkdir(parents=True)
     (source / "preprocess_text" / "1" / "tokenizer.json").write_text("{}")
     target = render_variant(no_batching_spec(load_spec()), source, tmp_path / "variant")

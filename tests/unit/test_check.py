@@ -10,11 +10,11 @@ from google.protobuf import text_format
 from spec_helpers import with_changes
 
 from trimodal import check, contract, engines
-from trimodal.tensorrt.preflight import Problem, check_engines
 from trimodal.contract import ENCODERS, TensorSpec
-from trimodal.tensorrt.builder import PlanMetadata, RuntimeInfo
 from trimodal.errors import EngineError
-from trimodal.triton.repository import gpu_config
+from trimodal.tensorrt.builder import PlanMetadata, RuntimeInfo
+from trimodal.tensorrt.preflight import Problem, check_engines
+from trimodal.triton.config import gpu_config
 
 RUNTIME = RuntimeInfo("10.13.3.9", "NVIDIA L4", "8.9")
 REBUILD = "`trimodal build --target gpu`"

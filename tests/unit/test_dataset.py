@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trimodal.layout import tokenizer_source
-
-from trimodal.training.data import dataset, speech, texts
-from trimodal.runtime import preprocess as pre
 from trimodal.errors import DataError
+from trimodal.layout import tokenizer_source
+from trimodal.runtime import preprocess as pre
 from trimodal.spec import PipelineSpec, load_spec
+from trimodal.training.data import dataset, speech, texts
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 

@@ -12,8 +12,8 @@ from spec_helpers import with_changes
 
 from trimodal import contract, engines
 from trimodal.contract import ENCODERS, TensorSpec
-from trimodal.tensorrt.builder import PlanMetadata, RuntimeInfo
 from trimodal.errors import EngineError
+from trimodal.tensorrt.builder import PlanMetadata, RuntimeInfo
 
 RUNTIME = RuntimeInfo("10.13.3.9", "NVIDIA L4", "8.9")
 

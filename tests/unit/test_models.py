@@ -99,8 +99,8 @@ def test_unknown_strategy() -> None:
 
 
 def test_build_encoder_unknown_name() -> None:
-    from trimodal.training.models import build_encoder
     from trimodal.spec import load_spec
+    from trimodal.training.models import build_encoder
 
     with pytest.raises(ValueError, match="unknown encoder"):
         build_encoder("video_encoder", load_spec())

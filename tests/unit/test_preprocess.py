@@ -8,14 +8,13 @@ import zlib
 
 import numpy as np
 import pytest
-
-from trimodal.layout import tokenizer_source
 from PIL import Image
 
-from trimodal.runtime import preprocess as pre
-from trimodal.training.data.speech import encode_wav
 from trimodal.errors import PreprocessError
+from trimodal.layout import tokenizer_source
+from trimodal.runtime import preprocess as pre
 from trimodal.spec import load_spec
+from trimodal.training.data.speech import encode_wav
 
 SPEC = load_spec()
 IMAGE = SPEC.modalities.image

@@ -5,19 +5,13 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from trimodal import contract
 from trimodal.errors import RepositoryError
-from trimodal.triton.repository import (
-    DEFAULT_REPOSITORY,
-    check_ensemble,
-    cpu_config,
-    ensemble_config,
-    gpu_config,
-    load_config,
-    preprocess_config,
-    render,
-    render_files,
-    stale_files,
-)
+from trimodal.layout import Layout
 from trimodal.spec import load_spec
+from trimodal.triton.config import cpu_config, ensemble_config, gpu_config, preprocess_config
+from trimodal.triton.repository import render, render_files, stale_files
+from trimodal.triton.validate import check_ensemble, load_config
+
+REPOSITORY = Layout.default().repository.root
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +28,16 @@ def _models(spec, target: str) -> dict[str, mc.ModelConfig]:
 
 
 def test_committed_repository_equals_fresh_render(spec) -> None:
-    assert stale_files(spec, DEFAULT_REPOSITORY) == [], "run `trimodal render` and commit the result"
+    assert stale_files(spec, REPOSITORY) == [], "run `trimodal render` and commit the result"
 
 
 def test_committed_configs_parse_and_ensemble_maps_name_real_tensors(spec) -> None:
     models = {}
     for model in (*contract.PREPROCESSORS, *contract.ENCODERS):
-        models[model] = load_config(DEFAULT_REPOSITORY / model / "config.pbtxt")
-    ensemble = load_config(DEFAULT_REPOSITORY / contract.ENSEMBLE / "config.pbtxt")
+        models[model] = load_config(REPOSITORY / model / "config.pbtxt")
+    ensemble = load_config(REPOSITORY / contract.ENSEMBLE / "config.pbtxt")
     assert check_ensemble(ensemble, models) == []
-    cpu = {m: load_config(DEFAULT_REPOSITORY / m / "configs" / "cpu.pbtxt") for m in contract.ENCODERS}
+    cpu = {m: load_config(REPOSITORY / m / "configs" / "cpu.pbtxt") for m in contract.ENCODERS}
     assert check_ensemble(ensemble, {**models, **cpu}) == []
 
 
@@ -82,7 +76,7 @@ def test_labels_file_attached_to_label_output(spec) -> None:
     outputs = {o.name: o for o in ensemble.output}
     assert outputs[contract.LABEL].label_filename == contract.LABELS_FILE
     assert not outputs[contract.PROBABILITIES].label_filename
-    labels = (DEFAULT_REPOSITORY / contract.ENSEMBLE / contract.LABELS_FILE).read_text().split()
+    labels = (REPOSITORY / contract.ENSEMBLE / contract.LABELS_FILE).read_text().split()
     assert labels == spec.classes
 
 

@@ -34,6 +34,7 @@ from trimodal.bench import BenchError
 from trimodal.bench.loadgen import LevelResult, batched_loop, closed_loop
 from trimodal.bench.stats import breakdown, snapshot
 from trimodal.bench.workload import WorkItem, check_label, check_probabilities, parse_label_entry
+from trimodal.layout import RepositoryLayout
 from trimodal.spec import ModelServing, PipelineSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ def render_variant(spec: PipelineSpec, source_repo: Path, target_repo: Path) -> 
     Raises:
         BenchError: if an artifact is missing.
     """
-    from trimodal.triton.repository import ARTIFACTS, missing_artifacts, render
+    from trimodal.triton.install import missing_artifacts
+    from trimodal.triton.repository import render
 
     missing = missing_artifacts(source_repo)
     if missing:
@@ -121,12 +123,11 @@ def render_variant(spec: PipelineSpec, source_repo: Path, target_repo: Path) -> 
     if target_repo.exists():
         shutil.rmtree(target_repo)
     render(spec, target_repo)
-    links = [Path(model, "1", filename) for model, filename in ARTIFACTS.items()]
-    links.append(Path("preprocess_text", "1", "tokenizer.json"))
-    for relative in links:
-        target = target_repo / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to((source_repo / relative).resolve())
+    source, target = RepositoryLayout(source_repo), RepositoryLayout(target_repo)
+    pairs = [(target.onnx_file(m), source.onnx_file(m)) for m in contract.ENCODERS]
+    for link, original in [*pairs, (target.tokenizer, source.tokenizer)]:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(original.resolve())
     return target_repo
 
 

@@ -88,8 +88,8 @@ def run_bench(
     from trimodal.bench import perf as pa
     from trimodal.bench.report import RESULTS_FILE, saturation, write_report
     from trimodal.bench.workload import format_mix, load_workload, parse_mix
-    from trimodal.triton.repository import missing_artifacts
     from trimodal.spec import load_spec
+    from trimodal.triton.install import missing_artifacts
 
     spec = load_spec(spec_path)
     missing = missing_artifacts(repo_dir)

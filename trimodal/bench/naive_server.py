@@ -62,8 +62,8 @@ class NaiveModel:
         Raises:
             PreprocessError: for undecodable input or an all-empty sample.
         """
-        from trimodal.runtime.preprocess import preprocess_audio, preprocess_images
         from trimodal.errors import PreprocessError
+        from trimodal.runtime.preprocess import preprocess_audio, preprocess_images
 
         torch = self.torch
         modalities = self.spec.modalities
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     """Serve the naive baseline with uvicorn (one worker) on 127.0.0.1."""
     import uvicorn
 
-    from trimodal.triton.repository import DEFAULT_REPOSITORY
     from trimodal.spec import load_spec
+    from trimodal.triton.repository import DEFAULT_REPOSITORY
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")

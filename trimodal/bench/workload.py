@@ -145,8 +145,8 @@ def load_workload(build_dir: Path, mix: Mapping[str, float], count: int, seed: i
     Raises:
         BenchError: if the dataset has not been built.
     """
-    from trimodal.training.data.dataset import load_split
     from trimodal.errors import DataError
+    from trimodal.training.data.dataset import load_split
 
     try:
         split = load_split(Path(build_dir), "test")

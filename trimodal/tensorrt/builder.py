@@ -35,8 +35,8 @@ import numpy as np
 from trimodal import contract
 from trimodal.contract import ENCODERS, TensorSpec
 from trimodal.errors import EngineError
-from trimodal.triton.repository import plan_filename
 from trimodal.spec import PipelineSpec
+from trimodal.triton.config import plan_filename
 
 LOGGER = logging.getLogger(__name__)
 
@@ -455,9 +455,9 @@ def encoder_inputs(
         ``(tensors, labels)``: every preprocessor output by tensor name (IMAGE_TENSOR, INPUT_IDS,
         ATTENTION_MASK, AUDIO_TENSOR and the three masks), batch first.
     """
-    from trimodal.training.data.dataset import load_split
     from trimodal.layout import tokenizer_source
     from trimodal.runtime.preprocess import TextPreprocessor, preprocess_audio, preprocess_images
+    from trimodal.training.data.dataset import load_split
 
     images, texts, audios, labels = _split_columns(load_split(build_dir, split))
     total = len(labels)

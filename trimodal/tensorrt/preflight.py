@@ -25,6 +25,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from trimodal.contract import ENCODERS, PROBABILITIES, TensorSpec
+from trimodal.errors import EngineError
+from trimodal.spec import PipelineSpec
 from trimodal.tensorrt.builder import (
     REBUILD_COMMAND,
     PlanMetadata,
@@ -36,8 +38,6 @@ from trimodal.tensorrt.builder import (
     read_metadata,
     sha256_file,
 )
-from trimodal.errors import EngineError
-from trimodal.spec import PipelineSpec
 
 LOGGER = logging.getLogger(__name__)
 

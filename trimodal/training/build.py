@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from trimodal.triton.repository import DEFAULT_REPOSITORY, install_artifacts, render
 from trimodal.spec import PipelineSpec
+from trimodal.triton.repository import DEFAULT_REPOSITORY, install_artifacts, render
 
 LOGGER = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from trimodal.training.data import images, speech, texts
 from trimodal.errors import DataError
 from trimodal.spec import MODALITIES, PipelineSpec
+from trimodal.training.data import images, speech, texts
 
 LOGGER = logging.getLogger(__name__)
 
