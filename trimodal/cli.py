@@ -1,36 +1,65 @@
-"""The ``trimodal`` command line: render, build, serve, infer, evaluate, samples.
+"""The ``trimodal`` command line: a thin typer app over the package's folders.
 
-Settings come from flags, then ``TRIMODAL_*`` environment variables, then pipeline.yaml.
+Settings come from flags, then ``TRIMODAL_*`` environment variables, then pipeline.yaml. Every command maps
+:class:`~trimodal.errors.TrimodalError` to ``error: ...`` on stderr and exit code 1 (no traceback).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
+from trimodal.bench.commands import app as bench_app
 from trimodal.errors import TrimodalError
+from trimodal.layout import Layout
+from trimodal.options import BuildDirOption, RepoOption, SpecOption, TimeoutOption, UrlOption
 
 LOGGER = logging.getLogger("trimodal")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multimodal classifier served by Triton.")
 
-SpecOption = Annotated[Path | None, typer.Option("--spec", envvar="TRIMODAL_SPEC", help="pipeline.yaml to use.")]
-BuildDirOption = Annotated[Path, typer.Option("--build-dir", envvar="TRIMODAL_BUILD_DIR", help="Build outputs.")]
-RepoOption = Annotated[Path, typer.Option("--repository", envvar="TRIMODAL_REPOSITORY", help="Model repository.")]
-UrlOption = Annotated[str, typer.Option("--url", envvar="TRIMODAL_URL", help="Triton gRPC host:port.")]
-TimeoutOption = Annotated[float, typer.Option("--timeout", help="Deadline of each call, seconds.")]
+class CleanErrors(TyperGroup):
+    """A command group that turns every :class:`TrimodalError` into a one-line message and exit code 1."""
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES_DIR = ROOT / "clients" / "samples"
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; report a TrimodalError without a traceback."""
+        try:
+            return super().invoke(ctx)
+        except TrimodalError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=1) from None
 
 
-def _setup_logging(verbose: bool) -> None:
+app = typer.Typer(
+    cls=CleanErrors, add_completion=False, no_args_is_help=True, help="Multimodal classifier served by Triton."
+)
+app.add_typer(bench_app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            typer.echo(f"trimodal {version('trimodal')}")
+        except PackageNotFoundError:
+            typer.echo("trimodal (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Multimodal (image + text + audio) classifier served by NVIDIA Triton."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -38,21 +67,10 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-@app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
-    """Multimodal (image + text + audio) classifier served by NVIDIA Triton."""
-    _setup_logging(verbose)
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=1)
-
-
 @app.command()
 def render(
     spec: SpecOption = None,
-    repository: RepoOption = ROOT / "model_repository",
+    repository: RepoOption = None,
     check: Annotated[bool, typer.Option("--check", help="Only report configs that differ from a render.")] = False,
 ) -> None:
     """Render model_repository/ configs from pipeline.yaml (protobuf -> text_format)."""
@@ -60,26 +78,24 @@ def render(
     from trimodal.triton.repository import render as render_repo
     from trimodal.triton.repository import stale_files
 
-    try:
-        loaded = load_spec(spec)
-        if check:
-            stale = stale_files(loaded, repository)
-            if stale:
-                typer.echo("stale: " + ", ".join(map(str, stale)) + " (run `trimodal render`)")
-                raise typer.Exit(code=1)
-            typer.echo("model repository is up to date")
-            return
-        for path in render_repo(loaded, repository):
-            typer.echo(f"wrote {path}")
-    except TrimodalError as exc:
-        raise _fail(exc) from None
+    layout = Layout.default(repository=repository, spec=spec)
+    loaded = load_spec(layout.spec)
+    if check:
+        stale = stale_files(loaded, layout.repository.root)
+        if stale:
+            typer.echo("stale: " + ", ".join(map(str, stale)) + " (run `trimodal render`)")
+            raise typer.Exit(code=1)
+        typer.echo("model repository is up to date")
+        return
+    for path in render_repo(loaded, layout.repository.root):
+        typer.echo(f"wrote {path}")
 
 
 @app.command()
 def build(
     spec: SpecOption = None,
-    build_dir: BuildDirOption = ROOT / "build",
-    repository: RepoOption = ROOT / "model_repository",
+    build_dir: BuildDirOption = None,
+    repository: RepoOption = None,
     target: Annotated[str, typer.Option(help="cpu: ONNX for ONNX Runtime; gpu: also TensorRT plans.")] = "cpu",
     force: Annotated[bool, typer.Option("--force", help="Rebuild every step.")] = False,
     precision: Annotated[str | None, typer.Option(help="GPU engines: fp32, fp16 or int8.")] = None,
@@ -90,24 +106,22 @@ def build(
     from trimodal.training.build import build_cpu
 
     if target not in ("cpu", "gpu"):
-        raise _fail(ValueError(f"--target: expected cpu or gpu, got {target!r}"))
-    try:
-        loaded = load_spec(spec)
-        ran = build_cpu(loaded, build_dir, repository, force=force)
-        typer.echo("build: " + ", ".join(f"{step} {'ran' if did else 'reused'}" for step, did in ran.items()))
-        if target == "gpu":
-            from trimodal.tensorrt.builder import build_all
+        raise TrimodalError(f"--target: expected cpu or gpu, got {target!r}")
+    layout = Layout.default(build_dir=build_dir, repository=repository, spec=spec)
+    loaded = load_spec(layout.spec)
+    ran = build_cpu(loaded, layout.build.root, layout.repository.root, force=force)
+    typer.echo("build: " + ", ".join(f"{step} {'ran' if did else 'reused'}" for step, did in ran.items()))
+    if target == "gpu":
+        from trimodal.tensorrt.builder import build_all
 
-            build_all(loaded, build_dir, repository, precision=precision, workspace=workspace)
-    except TrimodalError as exc:
-        raise _fail(exc) from None
+        build_all(loaded, layout.build.root, layout.repository.root, precision=precision, workspace=workspace)
 
 
 @app.command()
 def check(
     spec: SpecOption = None,
-    build_dir: BuildDirOption = ROOT / "build",
-    repository: RepoOption = ROOT / "model_repository",
+    build_dir: BuildDirOption = None,
+    repository: RepoOption = None,
     accuracy: Annotated[bool, typer.Option(help="Also compare engine outputs with ONNX Runtime (GPU).")] = True,
     samples: Annotated[int, typer.Option(help="Test samples for the accuracy check.")] = 500,
 ) -> None:
@@ -115,40 +129,28 @@ def check(
     from trimodal.spec import load_spec
     from trimodal.tensorrt.preflight import check_engines, errors, verify_accuracy
 
-    try:
-        loaded = load_spec(spec)
-        problems = check_engines(loaded, repository, onnx_dir=build_dir / "onnx")
-        for problem in problems:
-            typer.echo(f"{problem.severity}: {problem.model}: {problem.message}")
-        if errors(problems):
+    layout = Layout.default(build_dir=build_dir, repository=repository, spec=spec)
+    loaded = load_spec(layout.spec)
+    problems = check_engines(loaded, layout.repository.root, onnx_dir=layout.build.onnx)
+    for problem in problems:
+        typer.echo(f"{problem.severity}: {problem.model}: {problem.message}")
+    if errors(problems):
+        raise typer.Exit(code=1)
+    typer.echo("engines match the running TensorRT, the GPU and the configs")
+    if accuracy:
+        report = verify_accuracy(loaded, layout.repository.root, layout.build.root, samples=samples)
+        typer.echo(report.summary())
+        if not report.passed:
             raise typer.Exit(code=1)
-        typer.echo("engines match the running TensorRT, the GPU and the configs")
-        if accuracy:
-            report = verify_accuracy(loaded, repository, build_dir, samples=samples)
-            typer.echo(report.summary())
-            if not report.passed:
-                raise typer.Exit(code=1)
-    except TrimodalError as exc:
-        raise _fail(exc) from None
-
-
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def _stop_on_signals() -> None:
-    """Turn SIGTERM (and SIGINT) into KeyboardInterrupt so every ``finally`` stops the server."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _interrupt)
 
 
 @app.command()
 def serve(
-    repository: RepoOption = ROOT / "model_repository",
+    repository: RepoOption = None,
     host: Annotated[str, typer.Option(envvar="TRIMODAL_HOST", help="Address to bind.")] = "127.0.0.1",
-    http_port: Annotated[int, typer.Option(envvar="TRIMODAL_HTTP_PORT")] = 8000,
-    grpc_port: Annotated[int, typer.Option(envvar="TRIMODAL_GRPC_PORT")] = 8001,
-    metrics_port: Annotated[int, typer.Option(envvar="TRIMODAL_METRICS_PORT")] = 8002,
+    http_port: Annotated[int, typer.Option(envvar="TRIMODAL_HTTP_PORT", help="HTTP port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(envvar="TRIMODAL_GRPC_PORT", help="gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(envvar="TRIMODAL_METRICS_PORT", help="Metrics port.")] = 8002,
     config_name: Annotated[str, typer.Option(help="--model-config-name ('' = config.pbtxt, GPU).")] = "cpu",
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 240.0,
     demo: Annotated[bool, typer.Option(help="Classify the bundled samples once ready.")] = False,
@@ -158,57 +160,47 @@ def serve(
     ] = None,
 ) -> None:
     """Start tritonserver in the foreground until Ctrl-C / SIGTERM (self-healing unless --no-supervise)."""
-    from trimodal.triton.install import missing_artifacts
-    from trimodal.triton.server import ADMIN_HEADER, ServerConfig, TritonServer
-    from trimodal.triton.supervisor import Supervisor, inference_probe
+    from trimodal.triton.serve import serve_forever
+    from trimodal.triton.server import ServerConfig
 
-    missing = missing_artifacts(repository) if config_name == "cpu" else []
-    if missing:
-        raise _fail(TrimodalError(f"missing {', '.join(map(str, missing))}: run `trimodal build` first"))
+    layout = Layout.default(repository=repository)
     config = ServerConfig(
-        model_repository=repository, host=host, http_port=http_port, grpc_port=grpc_port,
-        metrics_port=metrics_port, model_config_name=config_name or None, work_dir=ROOT / "build" / "triton",
+        model_repository=layout.repository.root, host=host, http_port=http_port, grpc_port=grpc_port,
+        metrics_port=metrics_port, model_config_name=config_name or None, work_dir=layout.build.triton,
         admin_key=admin_key,
     )  # fmt: skip
-    server = TritonServer(config)
-    probe = inference_probe(config.http_url) if (repository / "multimodal").is_dir() else None
-    supervisor = Supervisor(server, ready_timeout_s=ready_timeout, probe=probe)
-    _stop_on_signals()
-    try:
-        server.start(ready_timeout)
-        if supervise:
-            supervisor.start()
+
+    def on_ready(server: Any) -> None:
+        from trimodal.triton.server import ADMIN_HEADER, GRPC_ADMIN_HEADER
+
         typer.echo(f"serving: gRPC {config.grpc_url}  HTTP {config.http_url}  metrics {config.metrics_url}")
-        typer.echo(f"admin APIs need header '{ADMIN_HEADER}' (key in {config.work_dir / 'admin-key'})")
+        typer.echo(
+            f"admin APIs need HTTP header '{ADMIN_HEADER}' or gRPC metadata '{GRPC_ADMIN_HEADER}' "
+            f"(key in {config.work_dir / 'admin-key'})"
+        )
         if demo:
-            _demo(config.grpc_url)
-        typer.echo("Ctrl-C to stop", err=False)
+            _demo(config.grpc_url, layout.samples)
+        typer.echo("Ctrl-C to stop")
         sys.stdout.flush()
-        while True:
-            signal.pause()
-    except KeyboardInterrupt:
-        typer.echo("stopping")
-    except TrimodalError as exc:
-        raise _fail(exc) from None
-    finally:
-        supervisor.stop()
-        server.stop()
+
+    serve_forever(config, ready_timeout_s=ready_timeout, supervise=supervise, on_ready=on_ready)
+    typer.echo("stopped")
 
 
-def _sample_files() -> list[tuple[Path, Path, Path, str]]:
+def _sample_files(folder: Path) -> list[tuple[Path, Path, Path, dict[str, Any]]]:
     samples = []
-    for meta in sorted(SAMPLES_DIR.glob("*.json")):
+    for meta in sorted(folder.glob("*.json")):
         info = json.loads(meta.read_text())
-        samples.append((SAMPLES_DIR / info["image"], SAMPLES_DIR / info["text"], SAMPLES_DIR / info["audio"], info))
+        samples.append((folder / info["image"], folder / info["text"], folder / info["audio"], info))
     return samples
 
 
-def _demo(url: str) -> None:
+def _demo(url: str, folder: Path) -> None:
     from trimodal.client import Sample, TrimodalClient
 
-    samples = _sample_files()
+    samples = _sample_files(folder)
     if not samples:
-        typer.echo(f"no bundled samples in {SAMPLES_DIR}")
+        typer.echo(f"no bundled samples in {folder}")
         return
     with TrimodalClient(url) as client:
         for image, text, audio, info in samples:
@@ -232,12 +224,9 @@ def infer(
     from trimodal.client import Sample, TrimodalClient
 
     if image is None and text is None and audio is None:
-        raise _fail(ValueError("give at least one of --image, --text, --audio"))
-    try:
-        with TrimodalClient(url, timeout_s=timeout) as client:
-            result = client.classify(Sample.from_files(image=image, text=text, audio=audio), top_k=top_k)
-    except TrimodalError as exc:
-        raise _fail(exc) from None
+        raise TrimodalError("give at least one of --image, --text, --audio")
+    with TrimodalClient(url, timeout_s=timeout) as client:
+        result = client.classify(Sample.from_files(image=image, text=text, audio=audio), top_k=top_k)
     if as_json:
         payload = {"label": result.label, "probability": result.probability, "top_k": result.top_k,
                    "probabilities": [float(p) for p in result.probabilities]}  # fmt: skip
@@ -251,35 +240,31 @@ def infer(
 @app.command()
 def samples(
     spec: SpecOption = None,
-    build_dir: BuildDirOption = ROOT / "build",
+    build_dir: BuildDirOption = None,
     count: Annotated[int, typer.Option(help="How many test samples to bundle.")] = 3,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = SAMPLES_DIR,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default clients/samples).")] = None,
 ) -> None:
     """Write a few test-split samples (PNG/JPEG, WAV, text) to clients/samples for demos and examples."""
     from trimodal.spec import load_spec
     from trimodal.training.data.dataset import load_split
 
-    loaded = load_spec(spec)
-    split = load_split(build_dir, "test")
-    out.mkdir(parents=True, exist_ok=True)
+    layout = Layout.default(build_dir=build_dir, spec=spec)
+    loaded = load_spec(layout.spec)
+    split = load_split(layout.build.root, "test")
+    folder = out or layout.samples
+    folder.mkdir(parents=True, exist_ok=True)
     clean = [i for i in range(len(split)) if not split.corrupted[i].any()]
     for n, index in enumerate(clean[:: max(1, len(clean) // count)][:count]):
         label = loaded.classes[int(split.labels[index])]
         ext = "jpg" if split.images[index][:2] == b"\xff\xd8" else "png"
         stem = f"sample{n}_{label}"
-        (out / f"{stem}.{ext}").write_bytes(split.images[index])
-        (out / f"{stem}.wav").write_bytes(split.audio[index])
-        (out / f"{stem}.txt").write_text(split.texts[index], encoding="utf-8")
+        (folder / f"{stem}.{ext}").write_bytes(split.images[index])
+        (folder / f"{stem}.wav").write_bytes(split.audio[index])
+        (folder / f"{stem}.txt").write_text(split.texts[index], encoding="utf-8")
         info = {"label": label, "image": f"{stem}.{ext}", "audio": f"{stem}.wav", "text": f"{stem}.txt",
                 "test_index": index}  # fmt: skip
-        (out / f"{stem}.json").write_text(json.dumps(info, indent=2) + "\n")
+        (folder / f"{stem}.json").write_text(json.dumps(info, indent=2) + "\n")
         typer.echo(f"wrote {stem} ({label})")
-
-
-from trimodal.bench.commands import bench, plan  # noqa: E402
-
-app.command()(bench)
-app.command()(plan)
 
 
 def run() -> None:

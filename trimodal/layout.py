@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from trimodal.errors import PreprocessError, TrimodalError
+from trimodal.errors import PreprocessError, ServerError
 
 HOME_ENV = "TRIMODAL_HOME"
 BUILD_ENV = "TRIMODAL_BUILD_DIR"
@@ -212,11 +212,11 @@ def pytriton_dir() -> Path:
     """The ``tritonserver`` folder of the nvidia-pytriton wheel (binary, backends, Python stubs).
 
     Raises:
-        TrimodalError: if nvidia-pytriton is not installed.
+        ServerError: if nvidia-pytriton is not installed.
     """
     found = importlib.util.find_spec("pytriton")
     if found is None or not found.submodule_search_locations:
-        raise TrimodalError(
+        raise ServerError(
             "the embedded Triton server needs the nvidia-pytriton wheel: pip install 'trimodal[server]' "
             "(or set TRIMODAL_TRITONSERVER to a tritonserver binary)"
         )

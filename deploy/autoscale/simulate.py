@@ -23,12 +23,12 @@ What is simulated, every ``step_s`` seconds:
 * **Pods**: a new replica serves only after ``startup_delay_s`` (node scale-up, image pull, engine build and
   warm-up); a removed one stops serving at once (it drains in-flight requests, no new ones).
 
-``python -m simulate --out deploy/autoscale.png`` writes the plot used in deploy/KUBERNETES.md.
+``python deploy/autoscale/simulate.py --out deploy/autoscale.png`` writes the plot used in deploy/KUBERNETES.md
+(``--help`` lists the options: recorded load curve, benchmark results, pod start-up, SLO).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -38,20 +38,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 import yaml
 
-from trimodal.errors import TrimodalError
+from trimodal.errors import AutoscaleError, TrimodalError
 
 LOGGER = logging.getLogger(__name__)
 
-CHART_VALUES = Path(__file__).resolve().parents[1] / "deploy" / "helm" / "trimodal" / "values.yaml"
+CHART_VALUES = Path(__file__).resolve().parent.parent / "helm" / "trimodal" / "values.yaml"
 METRICS = ("requestRate", "queueComputeRatio", "pendingRequests")
-
-
-class AutoscaleError(TrimodalError):
-    """The policy, the load curve or a benchmark results file is invalid; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +231,16 @@ class SimulationResult:
     p99_ms: list[float] = field(default_factory=list)
     overloaded: list[bool] = field(default_factory=list)
 
+    def record(self, t_s: float, load_rps: float, desired: int, ready: int, metric: float, state: QueueState) -> None:
+        """Append one step."""
+        self.t_s.append(t_s)
+        self.load_rps.append(load_rps)
+        self.desired.append(desired)
+        self.ready.append(ready)
+        self.metric.append(metric)
+        self.p99_ms.append(state.p99_ms)
+        self.overloaded.append(state.overloaded)
+
     def summary(self, slo_ms: float = 100.0) -> dict[str, float]:
         """Headline numbers: peak replicas, replica-hours, share of time over the p99 SLO or saturated."""
         steps = max(len(self.t_s), 1)
@@ -277,6 +284,130 @@ def _limit(
     return min(limits) if select == "Max" else max(limits)
 
 
+def recommend(policy: ScalingPolicy, averaged: dict[str, float], ready: int, current: int) -> int:
+    """The HPA's replica recommendation from the windowed per-pod metrics, before stabilization.
+
+    Each metric proposes ``ceil(ready * value / target)`` (pods without metrics, i.e. not ready, count as 0 on the
+    way up), or ``current`` within the tolerance; no scale-down while pods are still starting. The largest
+    proposal wins, clamped to [min, max].
+
+    Args:
+        policy: the autoscaler settings (metrics, targets, tolerance, bounds).
+        averaged: per-pod value of each metric, averaged over the metric window.
+        ready: replicas that serve (and report metrics).
+        current: replicas the Deployment has now, ready or starting.
+
+    Returns:
+        The recommended replica count.
+    """
+    proposals = []
+    for name, target in policy.metrics:
+        value = averaged[name]
+        usage = (ready * value) / (target * max(current, 1))
+        if abs(usage - 1.0) <= policy.tolerance or ready == 0:
+            proposals.append(current)
+        else:
+            proposal = math.ceil(ready * value / target)
+            if proposal < current and ready < current:
+                proposal = current  # the HPA does not scale down while pods are still starting
+            proposals.append(proposal)
+    return min(max(max(proposals), policy.min_replicas), policy.max_replicas)
+
+
+@dataclass
+class _Autoscaler:
+    """The HPA's memory between steps and the pods it manages.
+
+    Attributes:
+        policy: the autoscaler settings.
+        initial_replicas: replicas (all ready) at t=0; None means ``policy.min_replicas``.
+        ready_since: start time of each pod, ready ones first.
+        samples: (t, per-pod metrics) within the metric window.
+        recommendations: (t, recommendation) within the stabilization windows.
+        changes: (t, replica delta) within the longest scaling-policy period.
+    """
+
+    policy: ScalingPolicy
+    initial_replicas: int | None = None
+    ready_since: list[float] = field(default_factory=list)
+    samples: deque[tuple[float, dict[str, float]]] = field(default_factory=deque)
+    recommendations: deque[tuple[float, int]] = field(default_factory=deque)
+    changes: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        policy = self.policy
+        replicas = self.initial_replicas if self.initial_replicas is not None else policy.min_replicas
+        replicas = min(max(replicas, policy.min_replicas), policy.max_replicas)
+        self.ready_since = [-policy.startup_delay_s] * replicas
+
+    @property
+    def replicas(self) -> int:
+        """Replicas the Deployment has (desired), ready or starting."""
+        return len(self.ready_since)
+
+    def ready(self, now: float) -> int:
+        """Replicas that have finished starting up at ``now`` and serve."""
+        return sum(1 for started in self.ready_since if now - started >= self.policy.startup_delay_s)
+
+    def observe(self, now: float, rate: float, ready: int, state: QueueState) -> dict[str, float]:
+        """Record this step's per-pod metrics; return each policy metric averaged over the metric window."""
+        per_pod = {
+            "requestRate": rate / ready if ready else 0.0,
+            "queueComputeRatio": state.queue_compute_ratio,
+            "pendingRequests": state.pending_per_pod,
+        }
+        samples = self.samples
+        samples.append((now, per_pod))
+        while samples and now - samples[0][0] > self.policy.metric_window_s:
+            samples.popleft()
+        return {name: sum(v[name] for _, v in samples) / len(samples) for name, _ in self.policy.metrics}
+
+    def sync(self, now: float, ready: int, averaged: dict[str, float]) -> None:
+        """One HPA sync: recommend, stabilize, apply the scaling policies, then add or remove pods."""
+        current = self.replicas
+        desired = self.stabilized(now, current, recommend(self.policy, averaged, ready, current))
+        self.scale(now, current, desired)
+        if desired != current:
+            LOGGER.debug("t=%.0fs metrics=%s replicas %d -> %d", now, averaged, current, desired)
+
+    def stabilized(self, now: float, current: int, recommendation: int) -> int:
+        """Desired replicas after the stabilization windows and the scale-up/down policy limits.
+
+        Scale-up follows the smallest recommendation within its window, scale-down the largest within its
+        window; the change is then bounded by the scaling policies (:func:`_limit`) and clamped to [min, max].
+        """
+        policy, recommendations = self.policy, self.recommendations
+        recommendations.append((now, recommendation))
+        horizon = max(policy.scale_up_window_s, policy.scale_down_window_s)
+        while recommendations and now - recommendations[0][0] > horizon:
+            recommendations.popleft()
+        up_floor = min(r for t, r in recommendations if now - t <= policy.scale_up_window_s)
+        down_ceiling = max(r for t, r in recommendations if now - t <= policy.scale_down_window_s)
+        desired = current
+        if up_floor > current:
+            limit = _limit(policy.scale_up_rules, policy.scale_up_select, self.changes, now, current, up=True)
+            desired = min(up_floor, limit)
+        elif down_ceiling < current:
+            limit = _limit(policy.scale_down_rules, policy.scale_down_select, self.changes, now, current, up=False)
+            desired = max(down_ceiling, limit)
+        return min(max(desired, policy.min_replicas), policy.max_replicas)
+
+    def scale(self, now: float, current: int, desired: int) -> None:
+        """Start or remove pods, and remember the change for the scaling policies' periods."""
+        if desired > current:
+            self.ready_since.extend([now] * (desired - current))
+        elif desired < current:
+            # the ReplicaSet removes not-ready and youngest pods first
+            self.ready_since.sort()
+            del self.ready_since[desired:]
+        if desired != current:
+            self.changes.append((now, desired - current))
+        rules = self.policy.scale_up_rules + self.policy.scale_down_rules
+        longest = max([r.period_s for r in rules] or [0])
+        while self.changes and now - self.changes[0][0] > longest:
+            self.changes.popleft()
+
+
 def simulate(
     load: Callable[[float], float],
     duration_s: float,
@@ -300,80 +431,20 @@ def simulate(
     """
     policy = policy or ScalingPolicy.from_chart_values()
     service = service or ServiceModel()
-    replicas = initial_replicas if initial_replicas is not None else policy.min_replicas
-    replicas = min(max(replicas, policy.min_replicas), policy.max_replicas)
-    ready_since: list[float] = [-policy.startup_delay_s] * replicas  # start time of each pod, ready ones first
-    samples: deque[tuple[float, dict[str, float]]] = deque()  # (t, per-pod metrics) within the metric window
-    recommendations: deque[tuple[float, int]] = deque()  # (t, recommendation) within the stabilization windows
-    changes: deque[tuple[float, int]] = deque()  # (t, replica delta) for the scaling policies
+    hpa = _Autoscaler(policy, initial_replicas)
+    first_metric = policy.metrics[0][0]
     result = SimulationResult()
     next_sync = 0.0
-    steps = math.ceil(duration_s / step_s)
-    for i in range(steps + 1):
+    for i in range(math.ceil(duration_s / step_s) + 1):
         now = i * step_s
         rate = max(float(load(now)), 0.0)
-        ready = sum(1 for started in ready_since if now - started >= policy.startup_delay_s)
+        ready = hpa.ready(now)
         state = queue_state(rate, ready, service)
-        per_pod = {
-            "requestRate": rate / ready if ready else 0.0,
-            "queueComputeRatio": state.queue_compute_ratio,
-            "pendingRequests": state.pending_per_pod,
-        }
-        samples.append((now, per_pod))
-        while samples and now - samples[0][0] > policy.metric_window_s:
-            samples.popleft()
-        averaged = {name: sum(v[name] for _, v in samples) / len(samples) for name, _ in policy.metrics}
-
+        averaged = hpa.observe(now, rate, ready, state)
         if now >= next_sync:
             next_sync += policy.sync_period_s
-            current = len(ready_since)
-            # Pods without metrics (not ready) count as 0 on the way up: desired = ceil(ready * m / target).
-            proposals = []
-            for name, target in policy.metrics:
-                value = averaged[name]
-                usage = (ready * value) / (target * max(current, 1))
-                if abs(usage - 1.0) <= policy.tolerance or ready == 0:
-                    proposals.append(current)
-                else:
-                    proposal = math.ceil(ready * value / target)
-                    if proposal < current and ready < current:
-                        proposal = current  # the HPA does not scale down while pods are still starting
-                    proposals.append(proposal)
-            recommendation = min(max(max(proposals), policy.min_replicas), policy.max_replicas)
-            recommendations.append((now, recommendation))
-            horizon = max(policy.scale_up_window_s, policy.scale_down_window_s)
-            while recommendations and now - recommendations[0][0] > horizon:
-                recommendations.popleft()
-            up_floor = min(r for t, r in recommendations if now - t <= policy.scale_up_window_s)
-            down_ceiling = max(r for t, r in recommendations if now - t <= policy.scale_down_window_s)
-            desired = current
-            if up_floor > current:
-                limit = _limit(policy.scale_up_rules, policy.scale_up_select, changes, now, current, up=True)
-                desired = min(up_floor, limit)
-            elif down_ceiling < current:
-                limit = _limit(policy.scale_down_rules, policy.scale_down_select, changes, now, current, up=False)
-                desired = max(down_ceiling, limit)
-            desired = min(max(desired, policy.min_replicas), policy.max_replicas)
-            if desired > current:
-                ready_since.extend([now] * (desired - current))
-            elif desired < current:
-                # the ReplicaSet removes not-ready and youngest pods first
-                ready_since.sort()
-                del ready_since[desired:]
-            if desired != current:
-                changes.append((now, desired - current))
-                LOGGER.debug("t=%.0fs metrics=%s replicas %d -> %d", now, averaged, current, desired)
-            longest = max([r.period_s for r in policy.scale_up_rules + policy.scale_down_rules] or [0])
-            while changes and now - changes[0][0] > longest:
-                changes.popleft()
-
-        result.t_s.append(now)
-        result.load_rps.append(rate)
-        result.desired.append(len(ready_since))
-        result.ready.append(ready)
-        result.metric.append(averaged[policy.metrics[0][0]])
-        result.p99_ms.append(state.p99_ms)
-        result.overloaded.append(state.overloaded)
+            hpa.sync(now, ready, averaged)
+        result.record(now, rate, hpa.replicas, ready, averaged[first_metric], state)
     return result
 
 
@@ -423,7 +494,10 @@ def load_curve(path: Path) -> tuple[Callable[[float], float], float]:
         rate(t) (piecewise linear) and the curve's duration in seconds.
     """
     with Path(path).open(newline="") as handle:
-        rows = [(float(r["t_s"]), float(r["rps"])) for r in csv.DictReader(handle)]
+        try:
+            rows = [(float(r["t_s"]), float(r["rps"])) for r in csv.DictReader(handle)]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AutoscaleError(f"{path}: expected CSV columns t_s,rps with numbers ({exc})") from exc
     if len(rows) < 2:
         raise AutoscaleError(f"{path}: need at least two rows of t_s,rps")
     rows.sort()
@@ -531,37 +605,68 @@ def plot(
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: simulate the chart's policy and write the plot."""
-    parser = argparse.ArgumentParser(prog="python -m simulate", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("deploy/autoscale.png"))
-    parser.add_argument("--values", type=Path, default=CHART_VALUES, help="chart values with an autoscaling section")
-    parser.add_argument("--load", type=Path, help="recorded load curve CSV (t_s,rps); default: synthetic day")
-    parser.add_argument("--benchmark", type=Path, help="benchmark results (JSON or perf_analyzer CSV)")
-    parser.add_argument("--capacity", type=float, default=ServiceModel.capacity_rps, help="req/s per replica")
-    parser.add_argument("--base-p99-ms", type=float, default=ServiceModel.base_p99_ms)
-    parser.add_argument("--startup", type=float, default=ScalingPolicy.startup_delay_s, help="pod start-up (s)")
-    parser.add_argument("--slo-ms", type=float, default=100.0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
-    policy = ScalingPolicy.from_chart_values(args.values, startup_delay_s=args.startup)
-    service = (
-        capacity_from_benchmark(args.benchmark)
-        if args.benchmark
-        else ServiceModel(capacity_rps=args.capacity, base_p99_ms=args.base_p99_ms)
-    )
-    if args.load:
-        load, duration = load_curve(args.load)
-        title = f"HPA policy simulation on {args.load.name}"
-    else:
-        load, duration = synthetic_load(), 86400.0
-        title = "HPA policy simulation: synthetic diurnal load + flash crowd"
-    result = simulate(load, duration, policy, service)
-    summary = result.summary(args.slo_ms)
+
+@app.command()
+def run(
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("deploy/autoscale.png"),
+    values: Annotated[
+        Path, typer.Option("--values", exists=True, dir_okay=False, help="Chart values with an autoscaling section.")
+    ] = CHART_VALUES,
+    load: Annotated[
+        Path | None,
+        typer.Option(
+            "--load", exists=True, dir_okay=False, help="Recorded load curve CSV (t_s,rps); default: synthetic day."
+        ),
+    ] = None,
+    benchmark: Annotated[
+        Path | None,
+        typer.Option("--benchmark", exists=True, dir_okay=False, help="Benchmark results (JSON or perf_analyzer CSV)."),
+    ] = None,
+    capacity: Annotated[float, typer.Option("--capacity", help="Req/s per replica.")] = ServiceModel.capacity_rps,
+    base_p99_ms: Annotated[float, typer.Option("--base-p99-ms", help="Unloaded p99 (ms).")] = ServiceModel.base_p99_ms,
+    startup: Annotated[float, typer.Option("--startup", help="Pod start-up (s).")] = ScalingPolicy.startup_delay_s,
+    slo_ms: Annotated[float, typer.Option("--slo-ms", help="p99 SLO (ms) for the summary.")] = 100.0,
+) -> None:
+    """Simulate the chart's autoscaling policy on a load curve and write the plot."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        policy = ScalingPolicy.from_chart_values(values, startup_delay_s=startup)
+        service = (
+            capacity_from_benchmark(benchmark)
+            if benchmark
+            else ServiceModel(capacity_rps=capacity, base_p99_ms=base_p99_ms)
+        )
+        if load:
+            rate, duration = load_curve(load)
+            title = f"HPA policy simulation on {load.name}"
+        else:
+            rate, duration = synthetic_load(), 86400.0
+            title = "HPA policy simulation: synthetic diurnal load + flash crowd"
+        result = simulate(rate, duration, policy, service)
+    except TrimodalError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from None
+    summary = result.summary(slo_ms)
     LOGGER.info("summary: %s", json.dumps({k: round(v, 3) for k, v in summary.items()}))
-    plot(result, args.out, service, policy, title=title, slo_ms=args.slo_ms)
-    LOGGER.info("wrote %s", args.out)
+    plot(result, out, service, policy, title=title, slo_ms=slo_ms)
+    LOGGER.info("wrote %s", out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return its exit status.
+
+    Args:
+        argv: command-line arguments, without the program name.
+
+    Returns:
+        0 on success, 1 on an invalid policy, load curve or benchmark file, 2 on a usage error.
+    """
+    try:
+        app(args=None if argv is None else list(argv), prog_name="simulate.py")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     return 0
 
 

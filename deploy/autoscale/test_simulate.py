@@ -1,4 +1,7 @@
-"""The autoscaling policy simulation (simulate): HPA semantics, queueing estimate, chart values."""
+"""The autoscaling policy simulation (deploy/autoscale/simulate.py): HPA semantics, queueing estimate, chart values.
+
+Imported as ``simulate``: pytest puts this folder on sys.path (no __init__.py here, on purpose).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-
 from simulate import (
     AutoscaleError,
     ScalingPolicy,
@@ -165,3 +167,17 @@ def test_cli_writes_plot(tmp_path: Path) -> None:
     out = tmp_path / "plot.png"
     assert main(["--out", str(out), "--load", str(curve), "--capacity", "300"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_reports_invalid_input_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text("autoscaling:\n  minReplicas: 2\n")
+    assert main(["--out", str(tmp_path / "plot.png"), "--values", str(values)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "autoscaling values incomplete" in err
+    assert "Traceback" not in err
+    curve = tmp_path / "load.csv"
+    curve.write_text("time,rate\n0,1\n1,2\n")
+    assert main(["--out", str(tmp_path / "plot.png"), "--load", str(curve)]) == 1
+    assert "t_s,rps" in capsys.readouterr().err
+    assert not (tmp_path / "plot.png").exists()

@@ -74,13 +74,17 @@ class Preprocessor:
         )
 
 
-def refuse_all_empty(tensors: Mapping[str, np.ndarray]) -> None:
-    """Refuse a batch in which some sample has every modality empty (all three masks 0).
+def refuse_all_empty(tensors: Mapping[str, np.ndarray], masks: Sequence[str] = contract.MASKS) -> None:
+    """Refuse a batch in which some sample has every modality empty (all its presence masks 0).
+
+    Args:
+        tensors: the batch, with the presence masks among its tensors.
+        masks: the names of the presence masks.
 
     Raises:
-        PreprocessError: naming the samples, as the CPU fusion model does.
+        PreprocessError: naming the samples (the CPU fusion model answers it as INVALID_ARGUMENT).
     """
-    present = sum(np.asarray(tensors[name]).reshape(-1) for name in contract.MASKS)
+    present = sum(np.asarray(tensors[name], dtype=np.float64).reshape(-1) for name in masks)
     empty = np.flatnonzero(present == 0)
     if empty.size:
         raise PreprocessError(

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trimodal.errors import ServerError
+from trimodal.layout import Layout, pytriton_dir, pytriton_libs
 
 LOGGER = logging.getLogger(__name__)
 
@@ -66,9 +67,6 @@ class TlsConfig:
         return args
 
 
-DEFAULT_BUILD_DIR = Path(__file__).resolve().parent.parent / "build"
-
-
 @dataclass
 class ServerConfig:
     """How to run tritonserver. Defaults are Triton's ports bound to loopback."""
@@ -81,7 +79,7 @@ class ServerConfig:
     model_config_name: str | None = "cpu"
     exit_timeout_s: int = 30
     log_verbose: int = 0
-    work_dir: Path = DEFAULT_BUILD_DIR / "triton"
+    work_dir: Path = field(default_factory=lambda: Layout.default().build.triton)
     binary: Path | None = None
     # Key that unlocks RESTRICTED_APIS (header "admin-key"); None = a random key per start, written to
     # work_dir/admin-key (mode 0600). The restricted APIs are never left open.
@@ -112,17 +110,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _pytriton_dir() -> Path:
-    try:
-        import pytriton
-    except ImportError as exc:
-        raise ServerError(
-            "the embedded Triton server needs the nvidia-pytriton wheel: pip install 'trimodal[server]' "
-            "(or set TRIMODAL_TRITONSERVER to a tritonserver binary)"
-        ) from exc
-    return Path(pytriton.__file__).resolve().parent / "tritonserver"
-
-
 def find_tritonserver(binary: Path | None = None) -> Path:
     """Locate the tritonserver binary: argument, ``TRIMODAL_TRITONSERVER``, else the pytriton wheel's.
 
@@ -130,16 +117,10 @@ def find_tritonserver(binary: Path | None = None) -> Path:
         ServerError: if it does not exist.
     """
     candidate = binary or os.environ.get("TRIMODAL_TRITONSERVER")
-    path = Path(candidate) if candidate else _pytriton_dir() / "bin" / "tritonserver"
+    path = Path(candidate) if candidate else pytriton_dir() / "bin" / "tritonserver"
     if not path.is_file():
         raise ServerError(f"tritonserver binary not found at {path}")
     return path
-
-
-def _libs_dir() -> Path:
-    import pytriton
-
-    return Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
 
 
 def prepare_backends(work_dir: Path) -> Path:
@@ -151,7 +132,7 @@ def prepare_backends(work_dir: Path) -> Path:
     Returns:
         The backends directory to pass as ``--backend-directory``.
     """
-    source = _pytriton_dir()
+    source = pytriton_dir()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
@@ -171,7 +152,7 @@ def _server_env(embedded: bool) -> dict[str, str]:
     # The Python stub runs in isolated mode: it sees this venv's packages only when its bin is first on PATH.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     if embedded:
-        libs = str(_libs_dir())
+        libs = str(pytriton_libs())
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [libs, env.get("LD_LIBRARY_PATH")]))
     return env
 

@@ -13,7 +13,10 @@ import logging
 import numpy as np
 
 from trimodal.errors import PreprocessError
+from trimodal.layout import ONNX_FILE
 from trimodal.runtime.backends.base import BatchedModel
+from trimodal.runtime.pipeline import refuse_all_empty
+from trimodal.runtime.sessions import ort_session, run_session
 
 LOGGER = logging.getLogger(__name__)
 
@@ -25,14 +28,8 @@ class OnnxModel(BatchedModel):
 
     def setup(self) -> None:
         """Create the ONNX Runtime session."""
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(self.parameters.get("intra_op_threads", "1"))
-        options.inter_op_num_threads = 1
-        path = self.version_dir / self.parameters.get("onnx_file", "model.onnx")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.session_outputs = [o.name for o in self.session.get_outputs()]
+        path = self.version_dir / self.parameters.get("onnx_file", ONNX_FILE)
+        self.session = ort_session(path, int(self.parameters.get("intra_op_threads", "1")))
         self.require_any_of = json.loads(self.parameters.get("require_any_of", "[]"))
         LOGGER.info("%s: ONNX Runtime session on %s", self.model_name, path)
 
@@ -40,16 +37,12 @@ class OnnxModel(BatchedModel):
         """Reject a request in which some sample has every required mask at zero."""
         if not self.require_any_of:
             return None
-        present = np.concatenate([batch[name].reshape(-1, 1) for name in self.require_any_of], axis=1).any(axis=1)
-        if present.all():
-            return None
-        empty = [int(i) for i in np.flatnonzero(~present)]
-        return PreprocessError(
-            f"IMAGE, TEXT, AUDIO: sample(s) {empty} have every modality empty; expected at least one "
-            "non-empty input (an empty element means that modality is absent)"
-        )
+        try:
+            refuse_all_empty(batch, self.require_any_of)
+        except PreprocessError as exc:
+            return exc
+        return None
 
     def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the graph on the merged batch."""
-        outputs = self.session.run(self.session_outputs, inputs)
-        return dict(zip(self.session_outputs, outputs, strict=True))
+        return run_session(self.session, inputs)
