@@ -11,8 +11,8 @@ Settings (flag, then environment, then default):
     --mix / TRIMODAL_MIX           subset weights, e.g. "image+text+audio=4,text=1"        see workload.py
     --deadline-s / TRIMODAL_DEADLINE_S  deadline of every call, seconds                    5
     --samples / TRIMODAL_SAMPLES   distinct requests drawn from the test split               512
-    TRIMODAL_BUILD_DIR             folder holding data/test.npz                              ./build
-    TRIMODAL_SPEC                  pipeline.yaml (class names)                               ./pipeline.yaml
+    TRIMODAL_BUILD_DIR             folder holding data/test.npz                              <project>/build
+    TRIMODAL_SPEC                  pipeline.yaml (class names)                               <project>/pipeline.yaml
 
     locust -f benchmarks/locustfile.py --headless -u 16 -r 16 -t 60s --host 127.0.0.1:8001
     locust -f benchmarks/locustfile.py --master --host 127.0.0.1:8001      # + N x `--worker`
@@ -31,7 +31,6 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
@@ -49,11 +48,11 @@ from trimodal.bench.workload import (  # noqa: E402
 )
 from trimodal.client import build_inputs, build_outputs  # noqa: E402
 from trimodal.errors import ClientError  # noqa: E402
+from trimodal.layout import Layout  # noqa: E402
 from trimodal.spec import load_spec  # noqa: E402
 
 LOGGER = logging.getLogger("trimodal.locust")
 DEFAULT_URL = "127.0.0.1:8001"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @events.init_command_line_parser.add_listener
@@ -79,7 +78,7 @@ def _workload(mix_text: str, count: int) -> list:
     """Requests for this mix (built once per process, deterministic, shared by every user)."""
     key = (mix_text, count)
     if key not in _CACHE:
-        build_dir = Path(os.environ.get("TRIMODAL_BUILD_DIR", ROOT / "build"))
+        build_dir = Layout.default().build.root  # TRIMODAL_BUILD_DIR, else <project>/build
         _CACHE[key] = load_workload(build_dir, parse_mix(mix_text), count, seed=0)
     return _CACHE[key]
 

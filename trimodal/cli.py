@@ -20,7 +20,16 @@ from typer.core import TyperGroup
 from trimodal.bench.commands import app as bench_app
 from trimodal.errors import TrimodalError
 from trimodal.layout import Layout
-from trimodal.options import BuildDirOption, RepoOption, SpecOption, TimeoutOption, UrlOption
+from trimodal.options import (
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_URL,
+    BuildDirOption,
+    RepoOption,
+    SpecOption,
+    TimeoutOption,
+    UrlOption,
+    clean_errors,
+)
 
 LOGGER = logging.getLogger("trimodal")
 
@@ -30,11 +39,8 @@ class CleanErrors(TyperGroup):
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; report a TrimodalError without a traceback."""
-        try:
+        with clean_errors():
             return super().invoke(ctx)
-        except TrimodalError as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(code=1) from None
 
 
 app = typer.Typer(
@@ -215,9 +221,9 @@ def infer(
     image: Annotated[Path | None, typer.Option(help="PNG or JPEG file.")] = None,
     text: Annotated[str | None, typer.Option(help="Text (UTF-8).")] = None,
     audio: Annotated[Path | None, typer.Option(help="WAV file.")] = None,
-    url: UrlOption = "127.0.0.1:8001",
+    url: UrlOption = DEFAULT_URL,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels to show.")] = 3,
-    timeout: TimeoutOption = 10.0,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Classify one sample; any modality may be omitted (at least one is needed)."""

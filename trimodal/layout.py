@@ -94,6 +94,11 @@ class BuildLayout:
         """Downloaded tool libraries (perf_analyzer's shared libraries)."""
         return self.root / "tools"
 
+    @property
+    def tools_lib(self) -> Path:
+        """Shared libraries for tools (perf_analyzer's libb64 when apt is not available)."""
+        return self.tools / "lib"
+
     def onnx_file(self, model: str) -> Path:
         """The exported graph of one model."""
         return self.onnx / f"{model}.onnx"

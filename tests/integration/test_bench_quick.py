@@ -9,6 +9,7 @@ from trimodal.bench import BenchError
 from trimodal.bench.baselines import instance_counts, run_inprocess, run_triton
 from trimodal.bench.plan import make_plan
 from trimodal.bench.report import write_report
+from trimodal.bench.results import BenchMeta, BenchResults
 from trimodal.bench.workload import DEFAULT_MIX, build_workload, parse_mix
 from trimodal.layout import Layout
 
@@ -32,7 +33,7 @@ def test_bench_machinery_end_to_end(server, spec, test_split, tmp_path: Path) ->
     assert all(busy[m]["avg_batch"] >= 1 and 0 < busy[m]["utilization"] <= 1.05 for m in contract.ENCODERS)
     levels += run_inprocess(spec, REPOSITORY, items, [1, 8], duration_s=1.0, warmup_s=0.2)
 
-    results = {"meta": {"timestamp": "test", "machine": "test"}, "levels": levels, "perf": [], "tuning": []}
+    results = BenchResults(meta=BenchMeta(timestamp="test", machine="test"), levels=levels)
     try:
         binary, env = perf.find_perf_analyzer(), perf.perf_env(tmp_path / "lib")
     except BenchError as exc:
@@ -43,7 +44,7 @@ def test_bench_machinery_end_to_end(server, spec, test_split, tmp_path: Path) ->
                            admin_key=getattr(server, "admin_key", None))  # fmt: skip
     assert level.throughput > 0 and level.p99_ms > 0, (tmp_path / "perf" / "triton_concurrency_2.log").read_text()
     assert level.breakdown["fusion_classifier"]["requests"] > 0
-    results["perf"].append(level)
+    results.perf.append(level)
 
     report = write_report(tmp_path, results, plots=True).read_text()
     assert "Triton as configured" in report and (tmp_path / "throughput.png").stat().st_size > 0

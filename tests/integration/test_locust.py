@@ -14,8 +14,7 @@ from trimodal.triton.server import free_port
 REPOSITORY = Layout.default().repository.root
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-LOCUSTFILE = ROOT / "benchmarks" / "locustfile.py"
+LOCUSTFILE = Layout.default().root / "benchmarks" / "locustfile.py"
 
 
 def _locust(host: str, seconds: int, out: Path, *extra: str) -> tuple[int, dict[str, dict[str, str]], str]:

@@ -9,14 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from trimodal import contract
 from trimodal.bench import BenchError
 from trimodal.bench.baselines import naive_payload, no_batching_spec, render_variant, serving_variant
+from trimodal.bench.commands import app as bench_app
 from trimodal.bench.loadgen import LevelResult, batched_loop, closed_loop, summarize
 from trimodal.bench.perf import level_from_row, parse_csv, write_input_data
 from trimodal.bench.plan import make_plan
 from trimodal.bench.report import evaluate, render_report, write_report
+from trimodal.bench.results import BenchMeta, BenchResults, TuningResult
 from trimodal.bench.stats import Snapshot, bottleneck, breakdown, parse_statistics
 from trimodal.bench.workload import (
     DEFAULT_MIX,
@@ -27,6 +30,7 @@ from trimodal.bench.workload import (
     parse_label_entry,
     parse_mix,
 )
+from trimodal.layout import Layout
 from trimodal.spec import load_spec
 
 
@@ -235,7 +239,7 @@ def _level(baseline: str, c: int, tput: float, p50: float, p99: float, **kw) -> 
     return LevelResult(baseline, c, 100, 0, 10.0, tput, p50, p50 * 1.2, p99, p50, **kw)
 
 
-def _results() -> dict:
+def _results() -> BenchResults:
     util = {"text_encoder": {"requests": 100, "executions": 10, "avg_batch": 10, "queue_ms": 5, "compute_ms_per_exec":
             40, "utilization": 0.9}, "image_encoder": {"requests": 100, "executions": 10, "avg_batch": 10,
             "queue_ms": 1, "compute_ms_per_exec": 4, "utilization": 0.1}}  # fmt: skip
@@ -249,8 +253,8 @@ def _results() -> dict:
         _level("triton", 1, 40, 25, 30, tool="perf_analyzer"),
         _level("triton", 0, 140, 40, 100, mode="rate", rate=140.0, tool="perf_analyzer", breakdown=util),
     ]
-    meta = {"timestamp": "T", "machine": "test", "saturation_rps": 200.0, "instances": {"text_encoder": 1}}
-    return {"meta": meta, "levels": levels, "perf": perf, "tuning": [{"name": "q0", "settings": "{}", "summary": "s"}]}
+    meta = BenchMeta(timestamp="T", machine="test", saturation_rps=200.0, instances={"text_encoder": 1})
+    return BenchResults(meta=meta, levels=levels, perf=perf, tuning=[TuningResult("q0", "{}", "s")])
 
 
 def test_evaluate_targets() -> None:
@@ -278,3 +282,80 @@ def test_plan_arithmetic() -> None:
     assert any("ceil(" in line for line in plan.lines)
     with pytest.raises(BenchError, match="lowest measured p99"):
         make_plan(_results(), rps=10, p99_ms=5)
+
+
+# --- results files and the commands ----------------------------------------------------------------------
+
+COMMITTED = Layout.default().results / "20261129T091905Z"
+
+
+def test_results_round_trip(tmp_path: Path) -> None:
+    results = _results()
+    results.perf[0].p99_ms = float("nan")  # a failed level
+    results.save(tmp_path)
+    loaded = BenchResults.load(tmp_path)
+    assert loaded.to_json() == results.to_json()
+    assert loaded.meta.saturation_rps == 200.0 and loaded.tuning[0].name == "q0"
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(BenchError, match="cannot read"):
+        BenchResults.load(tmp_path)
+
+
+def test_committed_results_load_unchanged_and_render_the_committed_report() -> None:
+    results = BenchResults.load(COMMITTED)
+    assert results.to_json() == (COMMITTED / "results.json").read_text(encoding="utf-8")
+    assert results.meta.instances["text_encoder"] == 1 and results.tuning[1].levels
+    assert render_report(results) == (COMMITTED / "report.md").read_text(encoding="utf-8")
+
+
+def test_plan_command_reads_the_committed_results() -> None:
+    runner = CliRunner()
+    result = runner.invoke(bench_app, ["plan", "--rps", "500", "--p99-ms", "1000", "--results", str(COMMITTED)])
+    assert result.exit_code == 0, result.output
+    assert "replica(s); instances per replica:" in result.output and "ceil(" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["plan", "--rps", "0", "--p99-ms", "100"], ["bench", "--baselines", "nope"], ["bench", "--rates", "2"]],
+)
+def test_commands_fail_cleanly(args: list[str]) -> None:
+    result = CliRunner().invoke(bench_app, [*args, *(["--results", str(COMMITTED)] if args[0] == "plan" else [])])
+    assert result.exit_code == 1 and "error: " in result.output and "Traceback" not in result.output
+
+
+def test_naive_model_runs_the_one_pipeline_with_torch_infer() -> None:
+    torch = pytest.importorskip("torch")
+    from trimodal.bench.naive_server import NaiveModel, torch_infer
+    from trimodal.errors import PreprocessError
+    from trimodal.layout import tokenizer_source
+    from trimodal.runtime.pipeline import Preprocessor
+
+    spec = load_spec()
+    ios = contract.model_io(spec)
+    seen: dict[str, list[tuple[int, ...]]] = {}
+
+    def encoder(name: str):
+        dim = ios[name].outputs[0].dims[0]
+
+        def forward(*inputs):
+            seen[name] = [tuple(x.shape) for x in inputs]
+            return torch.zeros(len(inputs[0]), dim)
+
+        return forward
+
+    def fusion(*inputs):
+        seen[contract.FUSION] = [tuple(x.shape) for x in inputs]
+        probabilities = torch.full((len(inputs[0]), spec.num_classes), 1.0 / spec.num_classes)
+        return probabilities, probabilities.clone()
+
+    model = NaiveModel.__new__(NaiveModel)
+    model.spec = spec
+    model.preprocess = Preprocessor(spec, tokenizer_source())
+    model.infer = torch_infer(spec, {**{m: encoder(m) for m in contract.ENCODERS[:3]}, contract.FUSION: fusion})
+    probabilities = model.classify(b"", b"seven", b"")
+    assert len(probabilities) == spec.num_classes and math.isclose(sum(probabilities), 1.0, rel_tol=1e-5)
+    assert len(seen["text_encoder"]) == 2 and len(seen[contract.FUSION]) == 6  # inputs in contract order
+    assert seen[contract.FUSION][3:] == [(1, 1)] * 3  # the three masks last
+    with pytest.raises(PreprocessError, match="every modality empty"):
+        model.classify(b"", b"", b"")

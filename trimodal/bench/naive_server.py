@@ -1,9 +1,10 @@
 """The baseline a user might write instead of Triton: FastAPI + uvicorn + PyTorch eager, one request at a time.
 
-Same weights (``build/checkpoints``, loaded like :mod:`trimodal.training.export` does), same preprocessing
-(:mod:`trimodal.runtime.preprocess`), same answer (class probabilities). The handler is ``async`` and runs the
-models inline, so uvicorn's single worker serves exactly one request at a time: no batching, no overlap.
-That is deliberate (it is the naive server); the benchmark does not tune it.
+Same weights (``build/checkpoints``, loaded by :mod:`trimodal.training.export`), same flow as every other
+in-process runner (:mod:`trimodal.runtime.pipeline`: preprocessing, refusal of all-empty samples, encoders,
+fusion) with the torch models behind its ``infer``, same answer (class probabilities). The handler is
+``async`` and runs the models inline, so uvicorn's single worker serves exactly one request at a time: no
+batching, no overlap. That is deliberate (it is the naive server); the benchmark does not tune it.
 
     python -m trimodal.bench.naive_server --port 8100 [--build-dir build] [--spec pipeline.yaml] [--torch-threads 1]
 
@@ -13,15 +14,23 @@ API: ``POST /classify`` with ``{"image": base64|null, "text": str|null, "audio":
 
 from __future__ import annotations
 
-import argparse
 import base64
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from pydantic import BaseModel
 
+from trimodal import contract
 from trimodal.errors import TrimodalError
+from trimodal.layout import Layout, RepositoryLayout, tokenizer_source
+from trimodal.options import BuildDirOption, RepoOption, SpecOption, clean_errors
+
+if TYPE_CHECKING:
+    from trimodal.runtime.pipeline import Feeds, InferFn
+    from trimodal.spec import PipelineSpec
 
 LOGGER = logging.getLogger(__name__)
 
@@ -34,27 +43,50 @@ class ClassifyRequest(BaseModel):
     audio: str | None = None
 
 
+def torch_infer(spec: PipelineSpec, models: Mapping[str, Any]) -> InferFn:
+    """An ``infer(model, feeds)`` over torch modules in eager mode.
+
+    Inputs are passed positionally in the contract's order (``contract.model_io(spec)[model].inputs``) and
+    the outputs are named from ``.outputs``.
+
+    Args:
+        spec: the pipeline spec.
+        models: torch module per model name (the three encoders and the fusion head).
+
+    Returns:
+        The infer function.
+    """
+    import torch
+
+    ios = contract.model_io(spec)
+
+    def infer(model: str, feeds: Feeds) -> Feeds:
+        io = ios[model]
+        with torch.inference_mode():
+            result = models[model](*(torch.from_numpy(feeds[tensor.name]) for tensor in io.inputs))
+        outputs = result if isinstance(result, tuple | list) else (result,)
+        return {tensor.name: value.numpy() for tensor, value in zip(io.outputs, outputs, strict=True)}
+
+    return infer
+
+
 class NaiveModel:
-    """The four torch models + preprocessing; ``classify`` runs one sample in eager mode.
+    """The four torch models behind the one in-process pipeline; ``classify`` runs one sample in eager mode.
 
     Args:
         spec: the pipeline spec.
         build_dir: build folder with ``checkpoints/``.
-        repo_dir: model repository (for the served tokenizer.json).
+        repo_dir: model repository (for the served tokenizer.json; the bundled one when it is not installed).
     """
 
-    def __init__(self, spec: Any, build_dir: Path, repo_dir: Path) -> None:
-        import torch
+    def __init__(self, spec: PipelineSpec, build_dir: Path, repo_dir: Path) -> None:
+        from trimodal.runtime.pipeline import Preprocessor
+        from trimodal.training.export import load_models
 
-        from trimodal.layout import tokenizer_source
-        from trimodal.runtime.preprocess import TextPreprocessor
-        from trimodal.training.export import _build_models
-
-        self.torch = torch
         self.spec = spec
-        self.models = _build_models(spec, Path(build_dir))
-        tokenizer = repo_dir / "preprocess_text" / "1" / "tokenizer.json"
-        self.tokenize = TextPreprocessor(spec.modalities.text, tokenizer if tokenizer.exists() else tokenizer_source())
+        tokenizer = RepositoryLayout(Path(repo_dir)).tokenizer
+        self.preprocess = Preprocessor(spec, tokenizer if tokenizer.exists() else tokenizer_source())
+        self.infer = torch_infer(spec, load_models(spec, Path(build_dir)))
 
     def classify(self, image: bytes, text: bytes, audio: bytes) -> list[float]:
         """Class probabilities of one sample (empty bytes = absent modality).
@@ -62,29 +94,23 @@ class NaiveModel:
         Raises:
             PreprocessError: for undecodable input or an all-empty sample.
         """
-        from trimodal.errors import PreprocessError
-        from trimodal.runtime.preprocess import preprocess_audio, preprocess_images
+        from trimodal.runtime.pipeline import refuse_all_empty, run_models
 
-        torch = self.torch
-        modalities = self.spec.modalities
-        image_tensor, image_mask = preprocess_images([image], modalities.image)
-        ids, attention, text_mask = self.tokenize([text])
-        audio_tensor, audio_mask = preprocess_audio([audio], modalities.audio)
-        if float(image_mask.sum() + text_mask.sum() + audio_mask.sum()) == 0.0:
-            raise PreprocessError("IMAGE, TEXT, AUDIO: every modality is empty; expected at least one")
-        with torch.inference_mode():
-            image_features = self.models["image_encoder"](torch.from_numpy(image_tensor))
-            text_features = self.models["text_encoder"](torch.from_numpy(ids), torch.from_numpy(attention))
-            audio_features = self.models["audio_encoder"](torch.from_numpy(audio_tensor))
-            outputs = self.models["fusion_classifier"](
-                image_features, text_features, audio_features,
-                torch.from_numpy(image_mask), torch.from_numpy(text_mask), torch.from_numpy(audio_mask),
-            )  # fmt: skip
-        probabilities = outputs[0] if isinstance(outputs, tuple | list) else outputs
-        return probabilities[0].tolist()
+        tensors = self.preprocess([image], [text], [audio])
+        refuse_all_empty(tensors)
+        outputs = run_models(self.spec, tensors, self.infer)
+        return outputs[contract.FUSION][contract.PROBABILITIES][0].tolist()
 
 
-def create_app(spec: Any, build_dir: Path, repo_dir: Path) -> Any:
+def _decode(request: ClassifyRequest) -> tuple[bytes, bytes, bytes]:
+    return (
+        base64.b64decode(request.image) if request.image else b"",
+        request.text.encode("utf-8") if request.text else b"",
+        base64.b64decode(request.audio) if request.audio else b"",
+    )
+
+
+def create_app(spec: PipelineSpec, build_dir: Path, repo_dir: Path) -> Any:
     """The FastAPI application.
 
     Args:
@@ -108,11 +134,7 @@ def create_app(spec: Any, build_dir: Path, repo_dir: Path) -> Any:
     async def classify(request: ClassifyRequest) -> dict[str, Any]:
         # Inline on the event loop on purpose: one request at a time, like the naive server it stands for.
         try:
-            probabilities = model.classify(
-                base64.b64decode(request.image) if request.image else b"",
-                request.text.encode("utf-8") if request.text else b"",
-                base64.b64decode(request.audio) if request.audio else b"",
-            )
+            probabilities = model.classify(*_decode(request))
         except (TrimodalError, ValueError) as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         best = max(range(len(probabilities)), key=probabilities.__getitem__)
@@ -121,33 +143,39 @@ def create_app(spec: Any, build_dir: Path, repo_dir: Path) -> Any:
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
+cli = typer.Typer(add_completion=False, help="The naive FastAPI + PyTorch eager baseline server.")
+
+
+@cli.command()
+def main(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8100,
+    build_dir: BuildDirOption = None,
+    repository: RepoOption = None,
+    spec: SpecOption = None,
+    torch_threads: Annotated[
+        int,
+        typer.Option(
+            help="torch intra-op threads (1 = the same per-model thread budget as the Triton CPU instances; torch's "
+            "default of one OpenMP thread per core collapses when the cores are shared with a load generator)"
+        ),
+    ] = 1,
+) -> None:
     """Serve the naive baseline with uvicorn (one worker) on 127.0.0.1."""
     import uvicorn
 
     from trimodal.spec import load_spec
-    from trimodal.triton.repository import DEFAULT_REPOSITORY
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8100)
-    parser.add_argument("--build-dir", type=Path, default=Path("build"))
-    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
-    parser.add_argument("--spec", type=Path, default=None)
-    parser.add_argument(
-        "--torch-threads", type=int, default=1,
-        help="torch intra-op threads (1 = the same per-model thread budget as the Triton CPU instances; torch's "
-        "default of one OpenMP thread per core collapses when the cores are shared with a load generator)",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    if args.torch_threads > 0:
+    if torch_threads > 0:
         import torch
 
-        torch.set_num_threads(args.torch_threads)
+        torch.set_num_threads(torch_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(load_spec(args.spec), args.build_dir, args.repository)
-    uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="warning", access_log=False)
+    with clean_errors():
+        layout = Layout.default(build_dir=build_dir, repository=repository, spec=spec)
+        app = create_app(load_spec(layout.spec), layout.build.root, layout.repository.root)
+    uvicorn.run(app, host=host, port=port, workers=1, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

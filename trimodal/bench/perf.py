@@ -3,7 +3,7 @@
 The PyPI ``perf-analyzer`` package is an empty placeholder; the real binary ships in the
 ``tritonclient==2.51.0`` wheel (``<venv>/bin/perf_analyzer``). It needs ``libb64.so.0d`` (Debian
 ``libb64-0d``) and ``libcudart.so.12`` at run time, but no GPU: :func:`perf_env` links the copies shipped
-in the ``nvidia-pytriton`` wheel (whose names are mangled) into ``build/tools/lib`` when the system lacks them.
+in the ``nvidia-pytriton`` wheel (whose names are mangled) into ``<build>/tools/lib`` when the system lacks them.
 
 Every level runs as its own perf_analyzer invocation (``-f <csv> --verbose-csv``), bracketed by
 statistics-API snapshots for the per-composing-model breakdown.
@@ -21,13 +21,19 @@ import struct
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from trimodal import contract
-from trimodal.bench import BenchError
 from trimodal.bench.loadgen import LevelResult
 from trimodal.bench.stats import breakdown, snapshot
-from trimodal.bench.workload import WorkItem
+from trimodal.bench.workload import DEFAULT_MIX, WorkItem
+from trimodal.errors import BenchError, TrimodalError
+from trimodal.layout import Layout, pytriton_libs
+from trimodal.options import DEFAULT_URL, BuildDirOption, UrlOption, clean_errors
 
 LOGGER = logging.getLogger(__name__)
 
@@ -55,6 +61,35 @@ def _system_has(library: str) -> bool:
     return False
 
 
+def _cuda_runtime_lib() -> Path | None:
+    """The ``lib`` folder of the nvidia-cuda-runtime-cu12 wheel when it holds libcudart.so.12, else None."""
+    try:
+        import nvidia.cuda_runtime  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    folder = Path(next(iter(nvidia.cuda_runtime.__path__))) / "lib"
+    return folder if (folder / "libcudart.so.12").exists() else None
+
+
+def _bundled_libs() -> Path | None:
+    """The nvidia_pytriton.libs folder (mangled copies of the libraries), or None without nvidia-pytriton."""
+    try:
+        return pytriton_libs()
+    except TrimodalError:
+        return None
+
+
+def _link_library(library: str, prefix: str, link: Path, bundled: Path | None) -> None:
+    found = sorted(bundled.glob(f"{prefix}*.so*")) if bundled is not None and bundled.is_dir() else []
+    if not found:
+        raise BenchError(
+            f"perf_analyzer needs {library}: apt-get install libb64-0d / pip install nvidia-cuda-runtime-cu12"
+        )
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(found[0])
+
+
 def perf_env(lib_dir: Path) -> dict[str, str]:
     """Environment for perf_analyzer: ``lib_dir`` with the missing shared libraries linked, on LD_LIBRARY_PATH.
 
@@ -71,35 +106,16 @@ def perf_env(lib_dir: Path) -> dict[str, str]:
         BenchError: if a library cannot be found anywhere.
     """
     lib_dir.mkdir(parents=True, exist_ok=True)
-    folders: list[str] = [str(lib_dir)]
-    try:
-        import nvidia.cuda_runtime  # type: ignore[import-not-found]
-
-        cuda_lib = Path(next(iter(nvidia.cuda_runtime.__path__))) / "lib"
-        if (cuda_lib / "libcudart.so.12").exists():
-            folders.append(str(cuda_lib))
-    except ImportError:
-        cuda_lib = None
-    try:
-        import pytriton
-
-        bundled = Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
-    except ImportError:
-        bundled = None
+    cuda_lib = _cuda_runtime_lib()
+    folders = [str(lib_dir), *([str(cuda_lib)] if cuda_lib is not None else [])]
+    bundled = _bundled_libs()
     for library, prefix in LIBRARIES.items():
         link = lib_dir / library
         if link.exists() or _system_has(library):
             continue
-        if library == "libcudart.so.12" and cuda_lib is not None and (cuda_lib / library).exists():
+        if library == "libcudart.so.12" and cuda_lib is not None:
             continue
-        found = sorted(bundled.glob(f"{prefix}*.so*")) if bundled is not None and bundled.is_dir() else []
-        if not found:
-            raise BenchError(
-                f"perf_analyzer needs {library}: apt-get install libb64-0d / pip install nvidia-cuda-runtime-cu12"
-            )
-        if link.is_symlink():
-            link.unlink()
-        link.symlink_to(found[0])
+        _link_library(library, prefix, link, bundled)
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join([*folders, *filter(None, [env.get("LD_LIBRARY_PATH")])])
     return env
@@ -192,6 +208,59 @@ def _run(command: list[str], env: dict[str, str], timeout_s: float) -> tuple[str
     return completed.stdout + completed.stderr, completed.returncode
 
 
+def _command(
+    binary: Path, url: str, input_json: Path, csv_path: Path, mode: str, level: float, measurement_ms: int,
+    http_url: str | None, admin_key: str | None,
+) -> list[str]:  # fmt: skip
+    """The perf_analyzer command line of one level."""
+    if admin_key and http_url:
+        target = ["-u", http_url.removeprefix("http://"), "-i", "http", "-H", f"admin-key:{admin_key}"]
+    else:
+        target = ["-u", url, "-i", "grpc"]
+    command = [
+        str(binary), "-m", contract.ENSEMBLE, *target, "--input-data", str(input_json),
+        "-p", str(measurement_ms), "-s", "25" if mode == "concurrency" else "60",
+        "-r", "5", "--percentile", "99", "-f", str(csv_path), "--verbose-csv",
+    ]  # fmt: skip
+    if mode == "concurrency":
+        return [*command, "--concurrency-range", f"{int(level)}:{int(level)}"]
+    return [*command, "--request-rate-range", f"{level:g}:{level:g}", "--request-distribution", "poisson",
+            "--max-threads", "32"]  # fmt: skip
+
+
+def _measure(command: list[str], env: dict[str, str], timeout_s: float, tag: str) -> tuple[str, int]:
+    """Run perf_analyzer; on a noisy machine measure once more and accept the last window (marked in the log)."""
+    output, code = _run(command, env, timeout_s)
+    if code != 0 and "stable measurement" in output:
+        LOGGER.info("perf_analyzer %s: unstable, re-measuring without the stability criterion", tag)
+        relaxed = [*command]
+        relaxed[relaxed.index("-s") + 1] = "1000"
+        retry, code = _run(relaxed, env, timeout_s)
+        output = f"{output}\n--- re-run accepting an unstable measurement ---\n{retry}"
+    return output, code
+
+
+def _failed_level(baseline: str, mode: str, level: float, output: str) -> LevelResult:
+    nan = float("nan")
+    return LevelResult(
+        baseline, int(level) if mode == "concurrency" else 0, 0, 1, 0.0, 0.0, nan, nan, nan, nan, mode=mode,
+        rate=level if mode == "rate" else None, tool="perf_analyzer",
+        first_error=(output.strip().splitlines() or ["no output"])[-1][:300],
+    )  # fmt: skip
+
+
+def _level_result(csv_path: Path, output: str, code: int, baseline: str, mode: str, level: float) -> LevelResult:
+    """The level from the CSV (or the console output when perf_analyzer wrote none); NaN latencies if it failed."""
+    rows = parse_csv(csv_path) if csv_path.exists() else []
+    if code == 0 and not rows and parse_stdout(output):
+        rows = [parse_stdout(output)]  # seen: exit 0 without the -f file
+    if code != 0 or not rows:
+        LOGGER.warning("perf_analyzer %s_%s_%g failed (exit %s): %s", baseline, mode, level, code,
+                       output.strip().splitlines()[-1:])  # fmt: skip
+        return _failed_level(baseline, mode, level, output)
+    return level_from_row(rows[-1], baseline, mode, level)
+
+
 def run_level(
     url: str, input_json: Path, out_dir: Path, baseline: str, mode: str, level: float, *, measurement_ms: int,
     instances: dict[str, int], env: dict[str, str], binary: Path, timeout_s: float = 240.0,
@@ -222,43 +291,13 @@ def run_level(
     """
     tag = f"{baseline}_{mode}_{level:g}"
     csv_path, log_path = out_dir / f"{tag}.csv", out_dir / f"{tag}.log"
-    if admin_key and http_url:
-        target = ["-u", http_url.removeprefix("http://"), "-i", "http", "-H", f"admin-key:{admin_key}"]
-    else:
-        target = ["-u", url, "-i", "grpc"]
-    command = [
-        str(binary), "-m", contract.ENSEMBLE, *target, "--input-data", str(input_json),
-        "-p", str(measurement_ms), "-s", "25" if mode == "concurrency" else "60",
-        "-r", "5", "--percentile", "99", "-f", str(csv_path), "--verbose-csv",
-    ]  # fmt: skip
-    if mode == "concurrency":
-        command += ["--concurrency-range", f"{int(level)}:{int(level)}"]
-    else:
-        command += ["--request-rate-range", f"{level:g}:{level:g}", "--request-distribution", "poisson",
-                    "--max-threads", "32"]  # fmt: skip
+    command = _command(binary, url, input_json, csv_path, mode, level, measurement_ms, http_url, admin_key)
     before = snapshot(url)
-    output, code = _run(command, env, timeout_s)
-    if code != 0 and "stable measurement" in output:
-        # A noisy machine: measure once more and accept the last window (marked in the log).
-        LOGGER.info("perf_analyzer %s: unstable, re-measuring without the stability criterion", tag)
-        relaxed = [*command]
-        relaxed[relaxed.index("-s") + 1] = "1000"
-        retry, code = _run(relaxed, env, timeout_s)
-        output = f"{output}\n--- re-run accepting an unstable measurement ---\n{retry}"
+    output, code = _measure(command, env, timeout_s, tag)
     after = snapshot(url)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path.write_text(output[-6000:].replace(admin_key or "\0", "<admin-key>"), encoding="utf-8")
-    rows = parse_csv(csv_path) if csv_path.exists() else []
-    if code == 0 and not rows and parse_stdout(output):
-        rows = [parse_stdout(output)]  # seen: exit 0 without the -f file
-    if code != 0 or not rows:
-        LOGGER.warning("perf_analyzer %s failed (exit %s): %s", tag, code, output.strip().splitlines()[-1:])
-        result = LevelResult(baseline, int(level) if mode == "concurrency" else 0, 0, 1, 0.0, 0.0, float("nan"),
-                             float("nan"), float("nan"), float("nan"), mode=mode,
-                             rate=level if mode == "rate" else None, tool="perf_analyzer",
-                             first_error=(output.strip().splitlines() or ["no output"])[-1][:300])  # fmt: skip
-    else:
-        result = level_from_row(rows[-1], baseline, mode, level)
+    result = _level_result(csv_path, output, code, baseline, mode, level)
     result.breakdown = breakdown(before, after, instances)
     LOGGER.info(
         "perf_analyzer %-8s %-11s %6g: %7.1f/s  p50 %7.1f ms  p99 %7.1f ms",
@@ -267,39 +306,74 @@ def run_level(
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+@dataclass(frozen=True)
+class PerfRunner:
+    """perf_analyzer set up against one server and one workload: :meth:`level` measures one level."""
+
+    url: str
+    input_json: Path
+    out_dir: Path
+    measurement_ms: int
+    instances: dict[str, int]
+    env: dict[str, str]
+    binary: Path
+    http_url: str | None = None
+    admin_key: str | None = None
+    baseline: str = "triton"
+
+    def level(self, mode: str, level: float) -> LevelResult:
+        """:func:`run_level` of ``mode`` (``concurrency`` or ``rate``) at ``level``."""
+        return run_level(
+            self.url, self.input_json, self.out_dir, self.baseline, mode, level, measurement_ms=self.measurement_ms,
+            instances=self.instances, env=self.env, binary=self.binary, http_url=self.http_url,
+            admin_key=self.admin_key,
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Standalone sweeps: python -m trimodal.bench.perf
+# ---------------------------------------------------------------------------------------------------------
+
+cli = typer.Typer(add_completion=False, help="perf_analyzer sweeps of the multimodal ensemble")
+
+
+def _levels(concurrency: str, rates: str) -> list[tuple[str, float]]:
+    levels = [("concurrency", float(c)) for c in concurrency.split(",") if c.strip()]
+    return levels + [("rate", float(r)) for r in rates.split(",") if r.strip()]
+
+
+@cli.command()
+def main(
+    url: UrlOption = DEFAULT_URL,
+    http_url: Annotated[str, typer.Option(help="HTTP host:port (used with --admin-key).")] = "127.0.0.1:8000",
+    admin_key: Annotated[str | None, typer.Option(envvar="TRIMODAL_ADMIN_KEY", help="The server's admin key.")] = None,
+    concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,4,16,32",
+    rates: Annotated[str, typer.Option(help="Poisson request rates (req/s), comma-separated.")] = "",
+    window_ms: Annotated[int, typer.Option(help="Measurement window, milliseconds.")] = 5000,
+    mix: Annotated[str, typer.Option(envvar="TRIMODAL_MIX", help="Modality-subset weights.")] = DEFAULT_MIX,
+    samples: Annotated[int, typer.Option(help="Distinct test-split requests in the workload.")] = 512,
+    build_dir: BuildDirOption = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default <build>/perf).")] = None,
+) -> None:
     """Standalone sweeps against any running server (e.g. the docker compose load balancer).
 
     ``python -m trimodal.bench.perf --url 127.0.0.1:8001 --concurrency 1,8,32 --rates 50,100 --out DIR``
     """
-    import argparse
+    from trimodal.bench.workload import load_workload, parse_mix
 
-    from trimodal.bench.workload import DEFAULT_MIX, load_workload, parse_mix
-
-    parser = argparse.ArgumentParser(description="perf_analyzer sweeps of the multimodal ensemble")
-    parser.add_argument("--url", default=os.environ.get("TRIMODAL_URL", "127.0.0.1:8001"), help="gRPC host:port")
-    parser.add_argument("--http-url", default="127.0.0.1:8000", help="HTTP host:port (used with --admin-key)")
-    parser.add_argument("--admin-key", default=os.environ.get("TRIMODAL_ADMIN_KEY"), help="server's admin key")
-    parser.add_argument("--concurrency", default="1,4,16,32")
-    parser.add_argument("--rates", default="", help="Poisson request rates (req/s), comma-separated")
-    parser.add_argument("--window-ms", type=int, default=5000)
-    parser.add_argument("--mix", default=os.environ.get("TRIMODAL_MIX", DEFAULT_MIX))
-    parser.add_argument("--samples", type=int, default=512)
-    parser.add_argument("--build-dir", type=Path, default=Path(os.environ.get("TRIMODAL_BUILD_DIR", "build")))
-    parser.add_argument("--out", type=Path, default=Path("build/perf"))
-    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    binary, env = find_perf_analyzer(), perf_env(args.build_dir / "tools" / "lib")
-    items = load_workload(args.build_dir, parse_mix(args.mix), args.samples)
-    input_json = write_input_data(items, args.out / "input_data.json")
-    levels = [("concurrency", float(c)) for c in args.concurrency.split(",") if c.strip()]
-    levels += [("rate", float(r)) for r in args.rates.split(",") if r.strip()]
-    for mode, level in levels:
-        run_level(
-            args.url, input_json, args.out, "triton", mode, level, measurement_ms=args.window_ms, instances={},
-            env=env, binary=binary, http_url=args.http_url, admin_key=args.admin_key,
+    with clean_errors():
+        build = Layout.default(build_dir=build_dir).build
+        folder = out or build.root / "perf"
+        binary, env = find_perf_analyzer(), perf_env(build.tools_lib)
+        items = load_workload(build.root, parse_mix(mix), samples)
+        runner = PerfRunner(
+            url=url, input_json=write_input_data(items, folder / "input_data.json"), out_dir=folder,
+            measurement_ms=window_ms, instances={}, env=env, binary=binary, http_url=http_url, admin_key=admin_key,
         )  # fmt: skip
+        for mode, level in _levels(concurrency, rates):
+            runner.level(mode, level)
 
 
 if __name__ == "__main__":
-    main()
+    cli()
