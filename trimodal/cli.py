@@ -133,7 +133,8 @@ def check(
 ) -> None:
     """GPU pre-flight: TensorRT plans vs running TensorRT/GPU vs config.pbtxt, then engine accuracy."""
     from trimodal.spec import load_spec
-    from trimodal.tensorrt.preflight import check_engines, errors, verify_accuracy
+    from trimodal.tensorrt.accuracy import verify_accuracy
+    from trimodal.tensorrt.preflight import check_engines, errors
 
     layout = Layout.default(build_dir=build_dir, repository=repository, spec=spec)
     loaded = load_spec(layout.spec)

@@ -25,6 +25,7 @@ TOKENIZER_ENV = "TRIMODAL_TOKENIZER"
 SPEC_FILE = "pipeline.yaml"
 TOKENIZER_FILE = "tokenizer.json"
 ONNX_FILE = "model.onnx"
+CONFIG_FILE = "config.pbtxt"
 VERSION = "1"
 
 
@@ -113,6 +114,10 @@ class RepositoryLayout:
     """The Triton model repository: ``<root>/<model>/<version>/...``."""
 
     root: Path
+
+    def config_file(self, model: str) -> Path:
+        """The production (GPU) ``config.pbtxt`` of one model."""
+        return self.root / model / CONFIG_FILE
 
     def version_dir(self, model: str, version: str = VERSION) -> Path:
         """The version folder of one model."""

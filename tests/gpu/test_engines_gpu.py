@@ -24,26 +24,36 @@ import numpy as np
 import pytest
 import yaml
 
-from trimodal import contract, engines
+from trimodal import contract
 from trimodal.contract import ENCODERS
 from trimodal.errors import EngineError
+from trimodal.layout import Layout
+from trimodal.runtime.pipeline import ort_infer, run_models
 from trimodal.spec import load_spec
-from trimodal.tensorrt.preflight import check_engines, errors, verify_accuracy
+from trimodal.tensorrt.accuracy import verify_accuracy
+from trimodal.tensorrt.builder import build_all
+from trimodal.tensorrt.calibration import encoder_inputs
+from trimodal.tensorrt.metadata import metadata_path, read_metadata, sha256_file
+from trimodal.tensorrt.plans import plan_path_for, timing_cache_path
+from trimodal.tensorrt.preflight import check_engines, errors
+from trimodal.tensorrt.profiles import profile_shapes
+from trimodal.tensorrt.runtime import RuntimeInfo, detect_runtime
 
 pytestmark = pytest.mark.gpu
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("TRIMODAL_BUILD_DIR", ROOT / "build"))
-REPOSITORY = ROOT / "model_repository"
+LAYOUT = Layout.default()
+ROOT = LAYOUT.root
+BUILD = LAYOUT.build
+REPOSITORY = LAYOUT.repository.root
 
 
-def _runtime_or_skip() -> engines.RuntimeInfo:
+def _runtime_or_skip() -> RuntimeInfo:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         pytest.skip("tensorrt is not installed (run inside NVIDIA's TensorRT/Triton container, see deploy/GPU.md)")
     try:
-        return engines.detect_runtime()
+        return detect_runtime()
     except EngineError as exc:
         pytest.skip(f"no CUDA GPU available: {exc}")
 
@@ -54,53 +64,53 @@ def spec():
 
 
 @pytest.fixture(scope="module")
-def runtime() -> engines.RuntimeInfo:
+def runtime() -> RuntimeInfo:
     return _runtime_or_skip()
 
 
 @pytest.fixture(scope="module")
 def built_repo(runtime, spec, tmp_path_factory) -> Path:
     """A copy of the rendered repository with freshly built plans (timing cache kept in build/engines)."""
-    missing = [m for m in ENCODERS if not (BUILD / "onnx" / f"{m}.onnx").exists()]
+    missing = [m for m in ENCODERS if not BUILD.onnx_file(m).exists()]
     if missing:
         pytest.skip(f"ONNX export missing for {missing}: run `trimodal build` (CPU target) first")
     repo = tmp_path_factory.mktemp("repo") / "model_repository"
     shutil.copytree(REPOSITORY, repo, ignore=shutil.ignore_patterns("*.plan", "*.plan.json"))
-    metadata = engines.build_all(spec, BUILD, repo, runtime=runtime)
+    metadata = build_all(spec, BUILD.root, repo, runtime=runtime)
     assert [m.model for m in metadata] == list(ENCODERS)
     return repo
 
 
 def test_plans_and_metadata(built_repo, runtime, spec):
     for model in ENCODERS:
-        plan = engines.plan_path_for(built_repo, spec, model, runtime)
-        meta = engines.read_metadata(plan)
+        plan = plan_path_for(built_repo, spec, model, runtime)
+        meta = read_metadata(plan)
         assert meta.tensorrt_version == runtime.tensorrt_version
         assert meta.compute_capability == runtime.compute_capability
         assert meta.precision == spec.precision
-        assert meta.profiles == engines.profile_shapes(spec, model)
+        assert meta.profiles == profile_shapes(spec, model)
         io = contract.model_io(spec)[model]
         assert {t.name for t in meta.inputs} == {t.name for t in io.inputs}
         assert {t.name for t in meta.outputs} == {t.name for t in io.outputs}
-        assert meta.plan_sha256 == engines.sha256_file(plan)
+        assert meta.plan_sha256 == sha256_file(plan)
 
 
 def test_rebuild_is_skipped_when_up_to_date(built_repo, runtime, spec):
-    plan = engines.plan_path_for(built_repo, spec, "image_encoder", runtime)
+    plan = plan_path_for(built_repo, spec, "image_encoder", runtime)
     before = plan.stat().st_mtime_ns
-    engines.build_all(spec, BUILD, built_repo, models=["image_encoder"], runtime=runtime)
+    build_all(spec, BUILD.root, built_repo, models=["image_encoder"], runtime=runtime)
     assert plan.stat().st_mtime_ns == before
-    assert engines.timing_cache_path(BUILD, runtime).exists()
+    assert timing_cache_path(BUILD.root, runtime).exists()
 
 
 def test_checker_is_clean_on_fresh_plans(built_repo, spec, runtime):
-    assert errors(check_engines(spec, built_repo, runtime, onnx_dir=BUILD / "onnx")) == []
+    assert errors(check_engines(spec, built_repo, runtime, onnx_dir=BUILD.onnx)) == []
     # and with the runtime detected from this process
     assert errors(check_engines(spec, built_repo)) == []
 
 
 def test_parity_with_onnx_runtime(built_repo, spec, runtime):
-    report = verify_accuracy(spec, built_repo, BUILD, samples=300, runtime=runtime)
+    report = verify_accuracy(spec, built_repo, BUILD.root, samples=300, runtime=runtime)
     print(report.summary())
     assert report.passed, report.summary()
 
@@ -109,16 +119,16 @@ def test_checker_messages_on_deliberately_mismatched_plans(built_repo, spec, run
     repo = tmp_path / "broken"
     shutil.copytree(built_repo, repo)
     # 1. a plan "from another TensorRT": what Triton would reject with a magic-tag error
-    plan = engines.plan_path_for(repo, spec, "image_encoder", runtime)
-    meta_file = engines.metadata_path(plan)
+    plan = plan_path_for(repo, spec, "image_encoder", runtime)
+    meta_file = metadata_path(plan)
     data = json.loads(meta_file.read_text())
     data["tensorrt_version"] = "8.6.1"
     meta_file.write_text(json.dumps(data))
     # 2. the text encoder's plan dropped into the audio encoder's folder
-    text_plan = engines.plan_path_for(repo, spec, "text_encoder", runtime)
-    audio_plan = engines.plan_path_for(repo, spec, "audio_encoder", runtime)
+    text_plan = plan_path_for(repo, spec, "text_encoder", runtime)
+    audio_plan = plan_path_for(repo, spec, "audio_encoder", runtime)
     shutil.copyfile(text_plan, audio_plan)
-    shutil.copyfile(engines.metadata_path(text_plan), engines.metadata_path(audio_plan))
+    shutil.copyfile(metadata_path(text_plan), metadata_path(audio_plan))
     problems = errors(check_engines(spec, repo, runtime))
     text = "\n".join(p.message for p in problems)
     assert "was built with TensorRT 8.6.1 but this server runs TensorRT" in text
@@ -183,8 +193,8 @@ def served(request) -> Iterator[str]:
 def test_served_plans_match_onnx_runtime(served, spec):
     import tritonclient.grpc as grpcclient
 
-    tensors, labels = engines.encoder_inputs(spec, BUILD, "test", 64)
-    reference = engines.run_pipeline(spec, tensors, engines.ort_infer(spec, BUILD / "onnx"), 32)
+    tensors, labels = encoder_inputs(spec, BUILD.root, "test", 64)
+    reference = run_models(spec, tensors, ort_infer(BUILD.onnx_file), 32)
     client = grpcclient.InferenceServerClient(served)
     rows = min(len(labels), spec.serving.resolved("image_encoder").max_batch_size)
     io = contract.model_io(spec)["image_encoder"]

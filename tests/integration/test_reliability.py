@@ -27,7 +27,8 @@ FULL = os.environ.get("TRIMODAL_FULL_RELIABILITY") == "1"
 OVERLOAD_S = 60.0 if FULL else 15.0
 SOAK_S = 600.0 if FULL else 60.0
 DEADLINE_S = 5.0
-RESULTS = Layout.default().build.root / "reliability"
+BUILD = Layout.default().build.root
+RESULTS = BUILD / "reliability"
 # Open-loop throughput the server sustained under overload: the soak's 100% (a closed loop at 16 in flight
 # overstates what Poisson arrivals of full three-modality requests can get on this machine).
 SUSTAINED: dict[str, float] = {}
@@ -55,7 +56,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def generator(server) -> LoadGenerator:
-    return LoadGenerator(server.config.grpc_url, samples_from_split(Layout.default().build.root), deadline_s=DEADLINE_S)
+    return LoadGenerator(server.config.grpc_url, samples_from_split(BUILD), deadline_s=DEADLINE_S)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_overload_sheds_with_unavailable(capacity, tmp_path: Path) -> None:
     ensemble can crash or wedge (benchmarks/RELIABILITY.md), which must not take other tests down.
     """
     with TritonServer(_config(tmp_path / "work", exit_timeout_s=5)).start(timeout_s=240) as server:
-        generator = LoadGenerator(server.config.grpc_url, samples_from_split(Layout.default().build.root), deadline_s=DEADLINE_S)
+        generator = LoadGenerator(server.config.grpc_url, samples_from_split(BUILD), deadline_s=DEADLINE_S)
         asyncio.run(generator.closed_loop(4, 2.0))  # warm up
         _overload(server, generator, capacity)
 
@@ -150,7 +151,7 @@ def test_shutdown_after_drain_is_clean(tmp_path: Path) -> None:
     config = _config(tmp_path / "work", exit_timeout_s=10)
     server = TritonServer(config).start(timeout_s=240)
     pgid = server.process.pid
-    generator = LoadGenerator(config.grpc_url, samples_from_split(Layout.default().build.root, count=32), deadline_s=DEADLINE_S)
+    generator = LoadGenerator(config.grpc_url, samples_from_split(BUILD, count=32), deadline_s=DEADLINE_S)
     before = asyncio.run(generator.closed_loop(8, 4.0))
     started = time.perf_counter()
     code = server.stop()

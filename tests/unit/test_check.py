@@ -1,4 +1,7 @@
-"""trimodal.tensorrt.preflight: every mismatch between plans, the running TensorRT/GPU and config.pbtxt, in one sentence."""
+"""trimodal.tensorrt.preflight: every mismatch between plans, TensorRT/GPU and config.pbtxt, in one sentence.
+
+And trimodal.tensorrt.accuracy's report (engines vs ONNX Runtime).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,14 @@ import pytest
 from google.protobuf import text_format
 from spec_helpers import with_changes
 
-from trimodal import check, contract, engines
+from trimodal import contract
 from trimodal.contract import ENCODERS, TensorSpec
 from trimodal.errors import EngineError
-from trimodal.tensorrt.builder import PlanMetadata, RuntimeInfo
-from trimodal.tensorrt.preflight import Problem, check_engines
+from trimodal.tensorrt import accuracy
+from trimodal.tensorrt.metadata import PlanMetadata, metadata_path, sha256_file, write_metadata
+from trimodal.tensorrt.preflight import Problem, check_engines, errors
+from trimodal.tensorrt.profiles import profile_shapes
+from trimodal.tensorrt.runtime import RuntimeInfo
 from trimodal.triton.config import gpu_config
 
 RUNTIME = RuntimeInfo("10.13.3.9", "NVIDIA L4", "8.9")
@@ -40,17 +46,17 @@ def write_plan(repo, spec, model, filename="model.plan", runtime=RUNTIME, **over
         tensorrt_version=runtime.tensorrt_version,
         gpu_name=runtime.gpu_name,
         compute_capability=runtime.compute_capability,
-        profiles=engines.profile_shapes(spec, model),
+        profiles=profile_shapes(spec, model),
         inputs=io.inputs,
         outputs=io.outputs,
         onnx_file=f"{model}.onnx",
         onnx_sha256="0" * 64,
-        plan_sha256=engines.sha256_file(plan),
+        plan_sha256=sha256_file(plan),
         workspace_mib=2048,
         built_at="2026-11-29T08:00:00+00:00",
     )
     meta = dataclasses.replace(meta, **overrides)
-    engines.write_metadata(plan, meta)
+    write_metadata(plan, meta)
     return plan
 
 
@@ -187,7 +193,7 @@ def test_missing_version_folder(repo, spec):
 
 
 def test_missing_metadata(repo, spec):
-    engines.metadata_path(repo / "audio_encoder" / "1" / "model.plan").unlink()
+    metadata_path(repo / "audio_encoder" / "1" / "model.plan").unlink()
     assert only(check_engines(spec, repo, RUNTIME, models=("audio_encoder",))) == (
         "audio_encoder/1/model.plan has no metadata file model.plan.json, so the TensorRT version and GPU it was "
         f"built for are unknown; rebuild it with {REBUILD}"
@@ -195,7 +201,7 @@ def test_missing_metadata(repo, spec):
 
 
 def test_unreadable_metadata(repo, spec):
-    engines.metadata_path(repo / "audio_encoder" / "1" / "model.plan").write_text("[]")
+    metadata_path(repo / "audio_encoder" / "1" / "model.plan").write_text("[]")
     message = only(check_engines(spec, repo, RUNTIME, models=("audio_encoder",)))
     assert "has unreadable metadata" in message and REBUILD in message
 
@@ -288,7 +294,7 @@ def test_without_tensorrt_the_runtime_comparison_is_a_warning(repo, spec):
 
 def test_errors_filters_warnings():
     problems = [Problem("a", "x"), Problem("b", "y", severity="warning")]
-    assert check.errors(problems) == problems[:1]
+    assert errors(problems) == problems[:1]
     assert str(problems[0]) == "x"
 
 
@@ -300,7 +306,7 @@ def test_compare_outputs_reports_agreement_and_max_diff():
     got = np.array([[0.88, 0.12], [0.25, 0.75], [0.45, 0.55], [0.3, 0.7]], np.float32)
     reference = {"image_encoder": {"IMAGE_FEATURES": np.zeros((4, 2))}, "fusion_classifier": {"PROBABILITIES": ref}}
     candidate = {"image_encoder": {"IMAGE_FEATURES": np.full((4, 2), 0.5)}, "fusion_classifier": {"PROBABILITIES": got}}
-    report = check.compare_outputs("fp16", reference, candidate, labels=np.array([0, 1, 0, 1]))
+    report = accuracy.compare_outputs("fp16", reference, candidate, labels=np.array([0, 1, 0, 1]))
     assert report.samples == 4
     assert report.top1_agreement == pytest.approx(0.75)
     assert report.max_prob_diff == pytest.approx(0.15, abs=1e-6)
@@ -308,17 +314,58 @@ def test_compare_outputs_reports_agreement_and_max_diff():
     assert report.ort_accuracy == 1.0 and report.trt_accuracy == 0.75
     assert not report.passed
     assert report.summary().startswith("FAILED: fp16 engines agree with ONNX Runtime on top-1 for 75.00% of 4")
-    same = check.compare_outputs("fp32", reference, reference)
+    same = accuracy.compare_outputs("fp32", reference, reference)
     assert same.passed and same.max_prob_diff == 0.0 and same.summary().startswith("OK")
 
 
 def test_compare_outputs_rejects_shape_mismatch():
     with pytest.raises(EngineError, match="cannot compare"):
-        check.compare_outputs("fp16", {"fusion_classifier": {"PROBABILITIES": np.zeros((2, 10))}},
-                              {"fusion_classifier": {"PROBABILITIES": np.zeros((3, 10))}})  # fmt: skip
+        accuracy.compare_outputs("fp16", {"fusion_classifier": {"PROBABILITIES": np.zeros((2, 10))}},
+                                 {"fusion_classifier": {"PROBABILITIES": np.zeros((3, 10))}})  # fmt: skip
 
 
 def test_tolerances_are_ordered_by_precision():
-    tol = check.DEFAULT_TOLERANCES
+    tol = accuracy.DEFAULT_TOLERANCES
     assert tol["fp32"].max_prob_diff < tol["fp16"].max_prob_diff < tol["int8"].max_prob_diff
     assert tol["fp32"].min_top1_agreement > tol["fp16"].min_top1_agreement > tol["int8"].min_top1_agreement
+
+
+def test_verify_accuracy_runs_both_sides_on_the_same_inputs(repo, spec, tmp_path_factory, monkeypatch):
+    build = tmp_path_factory.mktemp("build")
+    ios = contract.model_io(spec)
+    n = 5
+    size, audio = spec.modalities.image.size, spec.modalities.audio
+    tensors = {
+        contract.IMAGE_TENSOR: np.zeros((n, 1, size, size), np.float32),
+        contract.INPUT_IDS: np.zeros((n, 8), np.int64),
+        contract.ATTENTION_MASK: np.ones((n, 8), np.int64),
+        contract.AUDIO_TENSOR: np.zeros((n, 1, audio.n_mels, audio.n_frames), np.float32),
+        **{mask: np.ones((n, 1), np.float32) for mask in contract.MASKS},
+    }
+    labels = np.arange(n) % spec.num_classes
+    sides = []
+
+    def fake_backend(side, shift):
+        def infer(model, feeds):
+            sides.append(side)
+            rows = len(next(iter(feeds.values())))
+            return {t.name: np.eye(rows, *t.dims, dtype=np.float32) + shift for t in ios[model].outputs}
+
+        return infer
+
+    closed = []
+    monkeypatch.setattr(accuracy, "encoder_inputs", lambda spec, root, split, count: (tensors, labels))
+    monkeypatch.setattr(accuracy, "ort_infer", lambda graph: fake_backend("ort", 0.0))
+    monkeypatch.setattr(accuracy, "trt_infer", lambda plans: (fake_backend("trt", 1e-4), lambda: closed.append(1)))
+    with pytest.raises(EngineError, match=r"missing .*fusion_classifier\.onnx: run `trimodal build` first"):
+        accuracy.verify_accuracy(spec, repo, build, samples=n, runtime=RUNTIME)
+    (build / "onnx").mkdir()
+    for model in ENCODERS:
+        (build / "onnx" / f"{model}.onnx").write_bytes(b"graph")
+    report = accuracy.verify_accuracy(spec, repo, build, samples=n, runtime=RUNTIME)
+    assert report.passed and report.samples == n and report.precision == spec.precision
+    assert report.max_prob_diff == pytest.approx(1e-4, rel=1e-3) and closed == [1]
+    assert sides.count("ort") == sides.count("trt") == len(ENCODERS)
+    write_plan(repo, spec, "image_encoder", precision="fp32")
+    with pytest.raises(EngineError, match="mixed precisions"):
+        accuracy.verify_accuracy(spec, repo, build, samples=n, runtime=RUNTIME)

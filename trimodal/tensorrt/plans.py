@@ -1,4 +1,6 @@
-"""Where plans and builder caches live, and whether a plan is current (no TensorRT needed)::
+"""Where plans and builder caches live, and whether a plan is current (no TensorRT needed).
+
+Layout written by :func:`trimodal.tensorrt.builder.build_all`::
 
     model_repository/<model>/1/model.plan          (or model_sm86.plan when per-architecture plans are listed)
     model_repository/<model>/1/model.plan.json     metadata: TensorRT version, GPU, profiles, precision, hashes

@@ -158,7 +158,7 @@ def cpu_config(spec: PipelineSpec, model: str, io: ModelIO) -> mc.ModelConfig:
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=settings.cpu_instances)
     _set_param(config, "onnx_file", "model.onnx")
     _set_param(config, "intra_op_threads", str(settings.ort_threads))
-    if model == "fusion_classifier":
+    if model == contract.FUSION:
         masks = [contract.IMAGE_MASK, contract.TEXT_MASK, contract.AUDIO_MASK]
         _set_param(config, "require_any_of", json.dumps(masks))
     return config

@@ -15,6 +15,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from trimodal import contract
 from trimodal.contract import ENCODERS, ENSEMBLE, PREPROCESSORS
+from trimodal.layout import CONFIG_FILE
 from trimodal.spec import PipelineSpec
 from trimodal.triton.config import CPU_CONFIG_NAME, cpu_config, ensemble_config, gpu_config, preprocess_config
 from trimodal.triton.validate import validate_ensemble
@@ -65,15 +66,15 @@ def render_files(spec: PipelineSpec) -> list[RenderedFile]:
     labels = "".join(f"{name}\n" for name in spec.classes)
     files = []
     for model in PREPROCESSORS:
-        files.append(RenderedFile(Path(model, "config.pbtxt"), _to_text(preprocess_config(spec, model, ios[model]))))
+        files.append(RenderedFile(Path(model, CONFIG_FILE), _to_text(preprocess_config(spec, model, ios[model]))))
         files.append(RenderedFile(Path(model, "1", "model.py"), _shim(SHIM_TEMPLATE_MODULE[model])))
     for model in ENCODERS:
-        files.append(RenderedFile(Path(model, "config.pbtxt"), _to_text(gpu_config(spec, model, ios[model]))))
+        files.append(RenderedFile(Path(model, CONFIG_FILE), _to_text(gpu_config(spec, model, ios[model]))))
         cpu_path = Path(model, "configs", f"{CPU_CONFIG_NAME}.pbtxt")
         files.append(RenderedFile(cpu_path, _to_text(cpu_config(spec, model, ios[model]))))
         files.append(RenderedFile(Path(model, "1", "model.py"), _shim(SHIM_TEMPLATE_MODULE["onnx"])))
-    files.append(RenderedFile(Path("fusion_classifier", contract.LABELS_FILE), labels))
-    files.append(RenderedFile(Path(ENSEMBLE, "config.pbtxt"), _to_text(ensemble_config(spec, ios))))
+    files.append(RenderedFile(Path(contract.FUSION, contract.LABELS_FILE), labels))
+    files.append(RenderedFile(Path(ENSEMBLE, CONFIG_FILE), _to_text(ensemble_config(spec, ios))))
     files.append(RenderedFile(Path(ENSEMBLE, contract.LABELS_FILE), labels))
     files.append(RenderedFile(Path(ENSEMBLE, "1", ".gitkeep"), ""))
     return files
