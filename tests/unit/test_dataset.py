@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trimodal.contract import SPLITS
 from trimodal.errors import DataError
 from trimodal.layout import tokenizer_source
 from trimodal.runtime import preprocess as pre
@@ -84,7 +85,7 @@ def test_formats_are_mixed(generated: tuple[PipelineSpec, Path, float]) -> None:
 def test_deterministic(generated: tuple[PipelineSpec, Path, float], tmp_path: Path) -> None:
     spec, root, _ = generated
     dataset.generate_dataset(spec, tmp_path, progress=False)
-    for name in dataset.SPLITS:
+    for name in SPLITS:
         first, second = dataset.load_split(root, name), dataset.load_split(tmp_path, name)
         assert first.images == second.images
         assert first.audio == second.audio
@@ -95,9 +96,9 @@ def test_deterministic(generated: tuple[PipelineSpec, Path, float], tmp_path: Pa
 
 def test_splits_use_disjoint_scans_and_utterances(generated: tuple[PipelineSpec, Path, float]) -> None:
     _, root, _ = generated
-    provenance = {name: dataset.load_provenance(root, name) for name in dataset.SPLITS}
+    provenance = {name: dataset.load_provenance(root, name) for name in SPLITS}
     for key in ("scan_ids", "utterance_ids"):
-        sets = {name: set(provenance[name][key].tolist()) for name in dataset.SPLITS}
+        sets = {name: set(provenance[name][key].tolist()) for name in SPLITS}
         assert not sets["train"] & sets["val"]
         assert not sets["train"] & sets["test"]
         assert not sets["val"] & sets["test"]

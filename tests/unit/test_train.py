@@ -7,7 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from trimodal.spec import MODALITIES  # noqa: E402
-from trimodal.training.train import check_targets, metrics_markdown, modality_dropout, modality_subsets  # noqa: E402
+from trimodal.training.evaluate import check_targets, metrics_markdown, modality_subsets  # noqa: E402
+from trimodal.training.heads import modality_dropout  # noqa: E402
 
 
 def test_modality_dropout_never_drops_all() -> None:

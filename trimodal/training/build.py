@@ -1,7 +1,8 @@
 """The CPU build: dataset -> training -> ONNX export -> model repository, each step cached by a stamp.
 
 A step is skipped when its stamp (a hash of the spec and of the source code that produces the step's
-outputs) matches and its outputs exist, so a second ``make run`` reuses everything.
+outputs) matches and its outputs exist, so a second ``make run`` reuses everything. Stamps live in
+``build/stamps/<step>.json``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,30 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from trimodal.contract import ENCODERS
+from trimodal.layout import BuildLayout
 from trimodal.spec import PipelineSpec
-from trimodal.triton.repository import DEFAULT_REPOSITORY, install_artifacts, render
 
 LOGGER = logging.getLogger(__name__)
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_BUILD_DIR = PACKAGE_DIR.parent / "build"
+TRAINING_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = TRAINING_DIR.parent
+"""The ``trimodal`` package; source paths are hashed relative to it, so stamps do not depend on the checkout."""
+
+# The parts of the spec that change what is trained and exported (serving and engine settings do not).
+MODEL_FIELDS = {"seed", "classes", "dataset", "modalities", "fusion", "training"}
+
+TRAIN_MODULES: tuple[str, ...] = ("features.py", "loop.py", "encoders.py", "heads.py", "evaluate.py", "train.py")
+TRAIN_SOURCES: list[Path] = [
+    TRAINING_DIR / "data",
+    TRAINING_DIR / "models",
+    *(TRAINING_DIR / module for module in TRAIN_MODULES),
+    # What the models are trained on: the server's preprocessing, keyed and cast by the contract.
+    PACKAGE_DIR / "contract.py",
+    PACKAGE_DIR / "runtime" / "preprocess.py",
+    PACKAGE_DIR / "runtime" / "pipeline.py",
+]
+EXPORT_SOURCES: list[Path] = [*TRAIN_SOURCES, TRAINING_DIR / "export.py"]
 
 
 def _source_digest(paths: Iterable[Path]) -> str:
@@ -32,25 +50,26 @@ def _source_digest(paths: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
-# The parts of the spec that change what is trained and exported (serving and engine settings do not).
-MODEL_FIELDS = {"seed", "classes", "dataset", "modalities", "fusion", "training"}
-
-
 def step_stamp(spec: PipelineSpec, sources: Iterable[Path]) -> str:
-    """Hash of the model-defining spec fields and the given sources: a step reruns when it changes."""
+    """Hash of the model-defining spec fields and the given sources: a step reruns when it changes.
+
+    Args:
+        spec: the pipeline spec.
+        sources: files and folders (every ``*.py`` below) whose code produces the step's outputs.
+
+    Returns:
+        A hex digest.
+    """
     digest = hashlib.sha256(spec.model_dump_json(include=MODEL_FIELDS).encode())
     digest.update(_source_digest(sources).encode())
     return digest.hexdigest()
 
 
-TRAIN_SOURCES = [PACKAGE_DIR / "data", PACKAGE_DIR / "models", PACKAGE_DIR / "train.py"]
-EXPORT_SOURCES = [*TRAIN_SOURCES, PACKAGE_DIR / "export.py", PACKAGE_DIR / "contract.py"]
-
-
 def _run_step(
-    name: str, stamp: str, build_dir: Path, outputs: list[Path], action: Callable[[], object], force: bool
+    name: str, stamp: str, build: BuildLayout, outputs: list[Path], action: Callable[[], object], force: bool
 ) -> bool:
-    stamp_file = build_dir / "stamps" / f"{name}.json"
+    """Run ``action`` unless the stamp of step ``name`` matches and every output exists; True if it ran."""
+    stamp_file = build.stamps / f"{name}.json"
     fresh = not force and stamp_file.exists() and all(path.exists() for path in outputs)
     if fresh and json.loads(stamp_file.read_text()).get("stamp") == stamp:
         LOGGER.info("%s: up to date (skipped)", name)
@@ -66,19 +85,14 @@ def _run_step(
 
 
 def build_cpu(
-    spec: PipelineSpec,
-    build_dir: Path = DEFAULT_BUILD_DIR,
-    repo_dir: Path = DEFAULT_REPOSITORY,
-    *,
-    force: bool = False,
-    progress: bool = True,
+    spec: PipelineSpec, build_dir: Path, repo_dir: Path, *, force: bool = False, progress: bool = True
 ) -> dict[str, bool]:
     """Build everything the CPU target serves.
 
     Args:
         spec: the pipeline spec.
-        build_dir: where data, checkpoints and ONNX files go.
-        repo_dir: the model repository to fill.
+        build_dir: where data, checkpoints and ONNX files go (``Layout.default().build.root``).
+        repo_dir: the model repository to fill (``Layout.default().repository.root``).
         force: rerun every step.
         progress: show progress bars.
 
@@ -86,31 +100,35 @@ def build_cpu(
         Step name -> whether it ran (False = reused).
     """
     from trimodal.training.data.dataset import generate_dataset
+    from trimodal.training.evaluate import METRICS_JSON
     from trimodal.training.export import export_all
+    from trimodal.training.models import TRAINED_MODALITIES, encoder_name
     from trimodal.training.train import train_all
+    from trimodal.triton.install import install_artifacts
+    from trimodal.triton.repository import render
 
-    build_dir.mkdir(parents=True, exist_ok=True)
-    ran = {}
-    generate_dataset(spec, build_dir, force=force, progress=progress)
-    checkpoints = build_dir / "checkpoints"
-    ran["train"] = _run_step(
-        "train",
-        step_stamp(spec, TRAIN_SOURCES),
-        build_dir,
-        [checkpoints / "image_encoder.pt", checkpoints / "audio_encoder.pt", build_dir / "metrics.json"],
-        lambda: train_all(spec, build_dir, progress=progress),
-        force,
-    )
-    onnx_dir = build_dir / "onnx"
-    models = ["image_encoder", "text_encoder", "audio_encoder", "fusion_classifier"]
+    build = BuildLayout(Path(build_dir))
+    build.root.mkdir(parents=True, exist_ok=True)
+    generate_dataset(spec, build.root, force=force, progress=progress)
+    trained = [build.checkpoint(encoder_name(modality)) for modality in TRAINED_MODALITIES]
+    ran = {
+        "train": _run_step(
+            "train",
+            step_stamp(spec, TRAIN_SOURCES),
+            build,
+            [*trained, build.root / METRICS_JSON],
+            lambda: train_all(spec, build.root, progress=progress),
+            force,
+        )
+    }
     ran["export"] = _run_step(
         "export",
         step_stamp(spec, EXPORT_SOURCES),
-        build_dir,
-        [onnx_dir / f"{model}.onnx" for model in models],
-        lambda: export_all(spec, build_dir),
+        build,
+        [build.onnx_file(model) for model in ENCODERS],
+        lambda: export_all(spec, build.root),
         force or ran["train"],
     )
-    render(spec, repo_dir)
-    install_artifacts(build_dir, repo_dir)
+    render(spec, Path(repo_dir))
+    install_artifacts(build.root, Path(repo_dir))
     return ran

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trimodal.contract import ModelIO, model_io
+from trimodal.contract import ENCODERS, FUSION, NUMPY_DTYPES, ModelIO, TensorSpec, model_io
 from trimodal.errors import ExportError
+from trimodal.layout import BuildLayout
 from trimodal.spec import PipelineSpec
 
 if TYPE_CHECKING:
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 
-ONNX_DIR = "onnx"
-CHECKPOINTS_DIR = "checkpoints"
-EXPORTED: tuple[str, ...] = ("image_encoder", "text_encoder", "audio_encoder", "fusion_classifier")
 PARITY_BATCHES: tuple[int, ...] = (1, 5)
 TEXT_PARITY_LENGTHS: tuple[int, ...] = (8,)  # plus spec.modalities.text.max_tokens
 DEFAULT_ATOL = 1e-4
@@ -38,7 +36,6 @@ DEFAULT_RTOL = 1e-3
 # Triton dtype -> ONNX TensorProto elem_type.
 _ONNX_TYPES = {"FP32": 1, "UINT8": 2, "INT8": 3, "INT32": 6, "INT64": 7, "BOOL": 9, "FP16": 10, "FP64": 11}
 _ONNX_TYPE_NAMES = {value: key for key, value in _ONNX_TYPES.items()}
-_NUMPY_TYPES = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "FP16": np.float16, "BOOL": np.bool_}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -48,6 +45,49 @@ _NUMPY_TYPES = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "FP16"
 
 def _describe_dims(dims: Sequence[int | str]) -> str:
     return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def _graph_dims(value: Any) -> list[int | str]:
+    """The dims of an ONNX value: a symbol name, a size, or ``?`` when neither is set."""
+    return [
+        dim.dim_param if dim.HasField("dim_param") else (dim.dim_value if dim.HasField("dim_value") else "?")
+        for dim in value.type.tensor_type.shape.dim
+    ]
+
+
+def _tensor_problems(kind: str, tensor: TensorSpec, value: Any) -> list[str]:
+    """How one graph input/output differs from its contract tensor (dtype, dims)."""
+    problems = []
+    elem_type = value.type.tensor_type.elem_type
+    if elem_type != _ONNX_TYPES.get(tensor.dtype):
+        got = _ONNX_TYPE_NAMES.get(elem_type, str(elem_type))
+        problems.append(f"{kind} {tensor.name}: expected dtype {tensor.dtype}, got {got}")
+    dims = _graph_dims(value)
+    expected_dims: list[int | str] = ["batch", *("dynamic" if d == -1 else d for d in tensor.dims)]
+    ok = len(dims) == len(expected_dims) and all(
+        isinstance(got, str) if want in ("batch", "dynamic") else got == want
+        for got, want in zip(dims, expected_dims, strict=True)
+    )
+    if not ok:
+        problems.append(
+            f"{kind} {tensor.name}: expected dims {_describe_dims(expected_dims)} "
+            f"(batch and dynamic symbolic), got {_describe_dims(dims)}"
+        )
+    return problems
+
+
+def _values_problems(kind: str, expected: Sequence[TensorSpec], actual: Sequence[Any]) -> list[str]:
+    """How a graph's inputs or outputs differ from the contract's: names and order, then each tensor."""
+    problems = []
+    want_names = [tensor.name for tensor in expected]
+    got_names = [value.name for value in actual]
+    if want_names != got_names:
+        problems.append(f"{kind} names: expected {want_names}, got {got_names}")
+    by_name = {value.name: value for value in actual}
+    for tensor in expected:
+        if tensor.name in by_name:
+            problems += _tensor_problems(kind, tensor, by_name[tensor.name])
+    return problems
 
 
 def check_dims(onnx_path: str | Path, io: ModelIO, *, model_name: str = "") -> None:
@@ -68,45 +108,52 @@ def check_dims(onnx_path: str | Path, io: ModelIO, *, model_name: str = "") -> N
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     label = model_name or Path(onnx_path).stem
-    problems: list[str] = []
-    for kind, expected, actual in (
-        ("input", io.inputs, model.graph.input),
-        ("output", io.outputs, model.graph.output),
-    ):
-        initializers = {init.name for init in model.graph.initializer}
-        actual = [value for value in actual if value.name not in initializers]
-        want_names = [tensor.name for tensor in expected]
-        got_names = [value.name for value in actual]
-        if want_names != got_names:
-            problems.append(f"{kind} names: expected {want_names}, got {got_names}")
-        by_name = {value.name: value for value in actual}
-        for tensor in expected:
-            value = by_name.get(tensor.name)
-            if value is None:
-                continue
-            tensor_type = value.type.tensor_type
-            want_type = _ONNX_TYPES.get(tensor.dtype)
-            if tensor_type.elem_type != want_type:
-                got = _ONNX_TYPE_NAMES.get(tensor_type.elem_type, str(tensor_type.elem_type))
-                problems.append(f"{kind} {tensor.name}: expected dtype {tensor.dtype}, got {got}")
-            dims: list[int | str] = [
-                dim.dim_param if dim.HasField("dim_param") else (dim.dim_value if dim.HasField("dim_value") else "?")
-                for dim in tensor_type.shape.dim
-            ]
-            expected_dims: list[int | str] = ["batch", *("dynamic" if d == -1 else d for d in tensor.dims)]
-            ok = len(dims) == len(expected_dims) and all(
-                isinstance(got, str) if want in ("batch", "dynamic") else got == want
-                for got, want in zip(dims, expected_dims, strict=True)
-            )
-            if not ok:
-                problems.append(
-                    f"{kind} {tensor.name}: expected dims {_describe_dims(expected_dims)} "
-                    f"(batch and dynamic symbolic), got {_describe_dims(dims)}"
-                )
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [value for value in model.graph.input if value.name not in initializers]
+    outputs = [value for value in model.graph.output if value.name not in initializers]
+    problems = _values_problems("input", io.inputs, inputs) + _values_problems("output", io.outputs, outputs)
     if problems:
         raise ExportError(
             f"{label} ({onnx_path}): exported ONNX does not match the contract:\n  " + "\n  ".join(problems)
         )
+
+
+def _torch_outputs(
+    model: nn.Module,
+    feed: Mapping[str, np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    label: str,
+) -> list[np.ndarray]:
+    """The torch model's outputs on one feed (inputs in the ONNX order), as numpy arrays."""
+    import torch
+
+    with torch.no_grad():
+        reference = model(*(torch.from_numpy(np.ascontiguousarray(feed[name])) for name in input_names))
+    if isinstance(reference, torch.Tensor):
+        reference = (reference,)
+    if len(reference) != len(output_names):
+        raise ExportError(f"{label}: torch returned {len(reference)} outputs, expected {list(output_names)}")
+    return [tensor.numpy() for tensor in reference]
+
+
+def _compare(name: str, want: np.ndarray, have: np.ndarray, where: str, atol: float, rtol: float) -> tuple[float, str]:
+    """Max abs difference of one output and, if it is out of tolerance, a line describing it (else ``""``)."""
+    if want.shape != have.shape:
+        return float("inf"), f"{name} at {where}: shape {list(have.shape)} != torch {list(want.shape)}"
+    diff = np.abs(have.astype(np.float64) - want.astype(np.float64))
+    nan_mismatch = bool(np.any(np.isnan(want) != np.isnan(have)))
+    diff = np.where(np.isnan(diff), 0.0, diff)
+    max_diff = float(diff.max()) if diff.size else 0.0
+    bad = diff > atol + rtol * np.abs(np.nan_to_num(want.astype(np.float64)))
+    if not nan_mismatch and not bool(bad.any()):
+        return max_diff, ""
+    return max_diff, (
+        f"{name} at {where}: max |diff| = {max_diff:.3g} exceeds tolerance atol={atol:g} + "
+        f"rtol={rtol:g}*|torch| ({int(bad.sum())} of {bad.size} elements"
+        + (", NaN mismatch" if nan_mismatch else "")
+        + ")"
+    )
 
 
 def check_parity(
@@ -139,14 +186,10 @@ def check_parity(
     Raises:
         ExportError: listing EVERY differing output (and input set) with its max abs difference and tolerance.
     """
-    import onnxruntime as ort
-    import torch
+    from trimodal.runtime.sessions import ort_session
 
     label = model_name or Path(onnx_path).stem
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(Path(onnx_path), threads=1)
     input_names = [value.name for value in session.get_inputs()]
     model.eval()
     worst: dict[str, float] = dict.fromkeys(output_names, 0.0)
@@ -155,33 +198,13 @@ def check_parity(
         missing = [name for name in input_names if name not in feed]
         if missing:
             raise ExportError(f"{label}: parity feed lacks input(s) {missing}")
-        shapes = ", ".join(f"{name}{list(feed[name].shape)}" for name in input_names)
-        with torch.no_grad():
-            reference = model(*(torch.from_numpy(np.ascontiguousarray(feed[name])) for name in input_names))
-        if isinstance(reference, torch.Tensor):
-            reference = (reference,)
-        reference = [tensor.numpy() for tensor in reference]
-        if len(reference) != len(output_names):
-            raise ExportError(f"{label}: torch returned {len(reference)} outputs, expected {list(output_names)}")
+        where = ", ".join(f"{name}{list(feed[name].shape)}" for name in input_names)
+        reference = _torch_outputs(model, feed, input_names, output_names, label)
         got = session.run(list(output_names), {name: feed[name] for name in input_names})
         for name, want, have in zip(output_names, reference, got, strict=True):
-            if want.shape != have.shape:
-                failures.append(f"{name} at {shapes}: shape {list(have.shape)} != torch {list(want.shape)}")
-                worst[name] = float("inf")
-                continue
-            diff = np.abs(have.astype(np.float64) - want.astype(np.float64))
-            nan_mismatch = bool(np.any(np.isnan(want) != np.isnan(have)))
-            diff = np.where(np.isnan(diff), 0.0, diff)
-            max_diff = float(diff.max()) if diff.size else 0.0
+            max_diff, failure = _compare(name, want, have, where, atol, rtol)
             worst[name] = max(worst[name], max_diff)
-            bad = diff > atol + rtol * np.abs(np.nan_to_num(want.astype(np.float64)))
-            if nan_mismatch or bool(bad.any()):
-                failures.append(
-                    f"{name} at {shapes}: max |diff| = {max_diff:.3g} exceeds tolerance atol={atol:g} + "
-                    f"rtol={rtol:g}*|torch| ({int(bad.sum())} of {bad.size} elements"
-                    + (", NaN mismatch" if nan_mismatch else "")
-                    + ")"
-                )
+            failures += [failure] if failure else []
     if failures:
         raise ExportError(f"{label}: ONNX Runtime output differs from torch:\n  " + "\n  ".join(failures))
     return worst
@@ -281,44 +304,50 @@ def random_feeds(
             value[:, 0] = 101  # [CLS]
             value[np.arange(seq_len)[None, :] >= lengths[:, None]] = 0
         else:
-            value = rng.standard_normal(shape).astype(_NUMPY_TYPES[tensor.dtype])
+            value = rng.standard_normal(shape).astype(NUMPY_DTYPES[tensor.dtype])
         feeds[tensor.name] = value
     return feeds
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
+def _load_weights(model: nn.Module, name: str, path: Path) -> nn.Module:
+    """Load the ``state_dict`` of checkpoint ``path`` into ``model`` (eval mode)."""
     import torch
 
     if not path.is_file():
         raise ExportError(f"checkpoint {path} not found: run training first (trimodal.training.train.train_all)")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _build_models(spec: PipelineSpec, build_dir: Path) -> dict[str, nn.Module]:
-    from trimodal.training.models import build_encoder, build_fusion
-
-    ckpt_dir = build_dir / CHECKPOINTS_DIR
-    models: dict[str, nn.Module] = {}
-    for name in ("image_encoder", "audio_encoder"):
-        model = build_encoder(name, spec)
-        checkpoint = _load_checkpoint(ckpt_dir / f"{name}.pt")
-        try:
-            model.load_state_dict(checkpoint["state_dict"])
-        except RuntimeError as exc:
-            raise ExportError(f"{name}: checkpoint {ckpt_dir / f'{name}.pt'} does not fit the spec: {exc}") from None
-        models[name] = model
-    models["text_encoder"] = build_encoder("text_encoder", spec)
-    strategy = spec.fusion.strategy
-    fusion = build_fusion(spec, strategy)
-    path = ckpt_dir / f"fusion_{strategy}.pt"
-    checkpoint = _load_checkpoint(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     try:
-        fusion.load_state_dict(checkpoint["state_dict"])
+        model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:
-        raise ExportError(f"fusion_classifier: checkpoint {path} does not fit the spec: {exc}") from None
-    models["fusion_classifier"] = fusion
-    for model in models.values():
-        model.eval()
+        raise ExportError(f"{name}: checkpoint {path} does not fit the spec: {exc}") from None
+    return model.eval()
+
+
+def load_models(spec: PipelineSpec, build_dir: Path) -> dict[str, nn.Module]:
+    """The four served torch models, in eval mode: trained encoders and served fusion head from the checkpoints.
+
+    Args:
+        spec: the pipeline spec (the served head is ``spec.fusion.strategy``'s).
+        build_dir: the build folder holding ``checkpoints/``.
+
+    Returns:
+        ``{model name: module}`` for every model of :data:`trimodal.contract.ENCODERS`.
+
+    Raises:
+        ExportError: if a checkpoint is missing or does not fit the spec.
+    """
+    from trimodal.training.heads import head_name
+    from trimodal.training.models import TRAINED_MODALITIES, build_encoder, build_fusion, encoder_name
+
+    build = BuildLayout(Path(build_dir))
+    models: dict[str, nn.Module] = {}
+    for name in ENCODERS:
+        if name == FUSION:
+            models[name] = _load_weights(build_fusion(spec), name, build.checkpoint(head_name(spec.fusion.strategy)))
+        elif name in {encoder_name(modality) for modality in TRAINED_MODALITIES}:
+            models[name] = _load_weights(build_encoder(name, spec), name, build.checkpoint(name))
+        else:  # pretrained and frozen (the text encoder)
+            models[name] = build_encoder(name, spec).eval()
     return models
 
 
@@ -399,29 +428,28 @@ def export_all(spec: PipelineSpec, build_dir: Path) -> dict[str, Path]:
     """
     import torch
 
-    from trimodal.training.train import TORCH_THREADS
+    from trimodal.training.loop import TORCH_THREADS
 
     torch.set_num_threads(TORCH_THREADS)
-    build_dir = Path(build_dir)
-    contract = model_io(spec)
-    models = _build_models(spec, build_dir)
-    out_dir = build_dir / ONNX_DIR
-    paths: dict[str, Path] = {}
+    build = BuildLayout(Path(build_dir))
+    ios = model_io(spec)
+    models = load_models(spec, build.root)
     lengths = sorted({*TEXT_PARITY_LENGTHS, spec.modalities.text.max_tokens})
-    for name in EXPORTED:
+    paths: dict[str, Path] = {}
+    for name in ENCODERS:
         result = export_and_check(
-            name, models[name], contract[name], out_dir / f"{name}.onnx", seq_lens=lengths, seed=spec.seed
+            name, models[name], ios[name], build.onnx_file(name), seq_lens=lengths, seed=spec.seed
         )
         paths[name] = result["path"]
     return paths
 
 
 __all__ = [
-    "EXPORTED",
     "check_dims",
     "check_parity",
     "export_all",
     "export_and_check",
     "export_onnx",
+    "load_models",
     "random_feeds",
 ]

@@ -47,7 +47,8 @@ def _to_text(config: mc.ModelConfig) -> str:
 def _shim(target: str) -> str:
     module, cls = target.split(":")
     return (
-        f'"""Triton Python-backend entry point (rendered by trimodal.triton.repository): code in {module}."""\n\n'
+        '"""Triton Python-backend entry point, rendered by trimodal.triton.repository.\n\n'
+        f'The code is in {module}.\n"""\n\n'
         f"from {module} import {cls} as TritonPythonModel\n\n"
         '__all__ = ["TritonPythonModel"]\n'
     )

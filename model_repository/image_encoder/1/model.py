@@ -1,4 +1,7 @@
-"""Triton Python-backend entry point (rendered by trimodal.triton.repository); the code is in trimodal.runtime.backends.onnx_model."""
+"""Triton Python-backend entry point, rendered by trimodal.triton.repository.
+
+The code is in trimodal.runtime.backends.onnx_model.
+"""
 
 from trimodal.runtime.backends.onnx_model import OnnxModel as TritonPythonModel
 

@@ -1,4 +1,7 @@
-"""Triton Python-backend entry point (rendered by trimodal.triton.repository); the code is in trimodal.runtime.backends.preprocess."""
+"""Triton Python-backend entry point, rendered by trimodal.triton.repository.
+
+The code is in trimodal.runtime.backends.preprocess.
+"""
 
 from trimodal.runtime.backends.preprocess import PreprocessText as TritonPythonModel
 

@@ -1,6 +1,6 @@
 """The multimodal digits dataset: generation (deterministic from the spec's seed), caching and loading.
 
-Layout under ``<root>/data``::
+Layout under ``<root>/data`` (:attr:`trimodal.layout.BuildLayout.data`)::
 
     stamp.json              hash of the dataset-relevant spec fields (+ generator version); written last
     speech/bank-<hash>.npz  the espeak-ng utterance bank (cached separately)
@@ -27,13 +27,14 @@ from typing import TypeVar
 
 import numpy as np
 
+from trimodal.contract import SPLITS
 from trimodal.errors import DataError
+from trimodal.layout import BuildLayout
 from trimodal.spec import MODALITIES, PipelineSpec
 from trimodal.training.data import images, speech, texts
 
 LOGGER = logging.getLogger(__name__)
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 DATASET_VERSION = 2
 POOL_FRACTIONS = (0.7, 0.15, 0.15)
 _T = TypeVar("_T")
@@ -221,7 +222,7 @@ def generate_dataset(spec: PipelineSpec, root: Path, *, force: bool = False, pro
     Raises:
         DataError: if espeak-ng is missing or the data cannot be written.
     """
-    folder = Path(root) / "data"
+    folder = BuildLayout(Path(root)).data
     digest = dataset_hash(spec)
     if not force and _stamp_matches(folder, digest):
         LOGGER.info("dataset in %s is up to date", folder)
@@ -258,7 +259,7 @@ def generate_dataset(spec: PipelineSpec, root: Path, *, force: bool = False, pro
 def _split_files(root: Path, split: str) -> tuple[Path, Path]:
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
-    folder = Path(root) / "data"
+    folder = BuildLayout(Path(root)).data
     arrays, sentences = folder / f"{split}.npz", folder / f"{split}.texts.json"
     if not arrays.is_file() or not sentences.is_file():
         raise DataError(f"dataset split {split!r} not found in {folder}: generate it first (generate_dataset)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from trimodal.contract import ENCODERS, FUSION
 from trimodal.spec import PipelineSpec
 
 if TYPE_CHECKING:
@@ -14,7 +15,24 @@ if TYPE_CHECKING:
 
     from trimodal.training.models.fusion import FusionClassifier
 
-ENCODER_NAMES: tuple[str, ...] = ("image_encoder", "text_encoder", "audio_encoder")
+TRAINED_MODALITIES: tuple[str, ...] = ("image", "audio")
+"""The modalities whose encoder is trained here; the text encoder is the pretrained all-MiniLM-L6-v2, frozen."""
+
+
+def encoder_name(modality: str) -> str:
+    """The model name of a modality's encoder (``image`` -> ``image_encoder``), one of the contract's.
+
+    Raises:
+        ValueError: if the contract has no such encoder.
+    """
+    name = f"{modality}_encoder"
+    if name not in _encoder_names():
+        raise ValueError(f"unknown encoder {name!r}; expected one of {list(_encoder_names())}")
+    return name
+
+
+def _encoder_names() -> tuple[str, ...]:
+    return tuple(name for name in ENCODERS if name != FUSION)
 
 
 def build_encoder(name: str, spec: PipelineSpec) -> nn.Module:
@@ -50,7 +68,7 @@ def build_encoder(name: str, spec: PipelineSpec) -> nn.Module:
                 f"got {modalities.text.feature_dim}"
             )
         return encoder
-    raise ValueError(f"unknown encoder {name!r}; expected one of {list(ENCODER_NAMES)}")
+    raise ValueError(f"unknown encoder {name!r}; expected one of {list(_encoder_names())}")
 
 
 def build_fusion(spec: PipelineSpec, strategy: str | None = None) -> FusionClassifier:

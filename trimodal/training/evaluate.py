@@ -1,0 +1,175 @@
+"""Evaluation of the fusion heads: accuracy per modality subset, the acceptance targets, ``metrics.json``/``.md``.
+
+A modality outside the evaluated subset is sent exactly as the server sees an absent one: its encoder's
+features for the preprocessor's output of an empty element, and mask 0.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trimodal.spec import MODALITIES
+from trimodal.training.features import FEATURE_TENSORS, MASK_TENSORS, EncodedSplit
+from trimodal.training.loop import accuracy, predict
+
+if TYPE_CHECKING:
+    from torch import nn
+
+LOGGER = logging.getLogger(__name__)
+
+METRICS_JSON = "metrics.json"
+METRICS_MD = "metrics.md"
+
+
+def modality_subsets() -> list[tuple[str, ...]]:
+    """Every non-empty subset of the three modalities, singles first, then pairs, then all three.
+
+    Returns:
+        Seven tuples of modality names, in :data:`~trimodal.spec.MODALITIES` order.
+    """
+    return [combo for size in (1, 2, 3) for combo in itertools.combinations(MODALITIES, size)]
+
+
+def subset_name(subset: Sequence[str]) -> str:
+    """Row name of a modality subset, e.g. ``image+audio``."""
+    return "+".join(subset)
+
+
+def subset_inputs(data: EncodedSplit, subset: Sequence[str]) -> list[np.ndarray]:
+    """The fusion head's inputs (features, then masks, in modality order) with the modalities outside ``subset`` absent.
+
+    Args:
+        data: one encoded split.
+        subset: the present modalities.
+
+    Returns:
+        Three feature arrays and three (N, 1) masks; present modalities keep their real masks.
+    """
+    count = len(data)
+    feats, masks = [], []
+    for modality in MODALITIES:
+        features = FEATURE_TENSORS[modality]
+        if modality in subset:
+            feats.append(data.tensors[features])
+            masks.append(data.tensors[MASK_TENSORS[modality]])
+        else:
+            feats.append(np.repeat(data.absent[features], count, axis=0))
+            masks.append(np.zeros((count, 1), dtype=np.float32))
+    return [*feats, *masks]
+
+
+def evaluate_subsets(model: nn.Module, data: EncodedSplit) -> dict[str, float]:
+    """Accuracy of a fusion head for every non-empty modality subset.
+
+    Args:
+        model: a :class:`~trimodal.training.models.fusion.FusionClassifier` in eval mode.
+        data: one encoded split (features, masks, labels and the absent-modality features).
+
+    Returns:
+        ``{subset_name: accuracy}`` for the seven subsets.
+    """
+    return {
+        subset_name(subset): accuracy(predict(lambda *t: model(*t)[0], subset_inputs(data, subset)), data.labels)
+        for subset in modality_subsets()
+    }
+
+
+def check_targets(test: dict[str, dict[str, float]], strategy: str) -> dict[str, bool]:
+    """The acceptance targets for one strategy's test accuracies.
+
+    Args:
+        test: ``{strategy: {subset_name: accuracy}}``.
+        strategy: the strategy to check.
+
+    Returns:
+        ``{target description: met}``.
+    """
+    acc = test[strategy]
+    singles = {m: acc[m] for m in MODALITIES}
+    best_single = max(singles.values())
+    full = acc[subset_name(MODALITIES)]
+    targets = {
+        "all three modalities >= 97%": full >= 0.97,
+        "every single modality alone <= 85%": all(v <= 0.85 for v in singles.values()),
+        "all three beat the best single modality by >= 10 points": full - best_single >= 0.10,
+    }
+    for pair in itertools.combinations(MODALITIES, 2):
+        targets[f"{subset_name(pair)} beats its best member"] = acc[subset_name(pair)] > max(acc[m] for m in pair)
+    return targets
+
+
+def _accuracy_table(metrics: dict[str, Any]) -> list[str]:
+    test = metrics["test_accuracy"]
+    served = metrics["served_strategy"]
+    strategies = list(test)
+    header = [f"{s} (served)" if s == served else s for s in strategies]
+    lines = [
+        "# Test accuracy per modality subset",
+        "",
+        f"Served fusion strategy: **{served}** (`fusion.strategy` in pipeline.yaml). Absent modalities are sent",
+        "exactly as the server sees them (encoder run on the preprocessed empty element, mask 0). "
+        f"Test samples: {metrics['samples']['test']}.",
+        "",
+        "| modalities | " + " | ".join(header) + " |",
+        "|---|" + "---:|" * len(strategies),
+    ]
+    for subset in modality_subsets():
+        name = subset_name(subset)
+        lines.append(f"| {name} | " + " | ".join(f"{100 * test[s][name]:.1f}%" for s in strategies) + " |")
+    return lines
+
+
+def _targets_list(metrics: dict[str, Any]) -> list[str]:
+    served = metrics["served_strategy"]
+    lines = ["", f"## Targets ({served})", ""]
+    for target, met in metrics["targets"][served].items():
+        lines.append(f"- [{'x' if met else ' '}] {target}")
+    return lines
+
+
+def _encoders_list(metrics: dict[str, Any]) -> list[str]:
+    enc = metrics["encoders"]
+    return [
+        "",
+        "## Encoders (temporary linear head, validation accuracy)",
+        "",
+        f"- image: {100 * enc['image']['val_accuracy']:.1f}% (train {100 * enc['image']['train_accuracy']:.1f}%)",
+        f"- audio: {100 * enc['audio']['val_accuracy']:.1f}% (train {100 * enc['audio']['train_accuracy']:.1f}%)",
+        "",
+        f"Training wall time: {metrics['seconds']['total']:.0f} s with {metrics['torch_threads']} torch CPU thread(s).",
+        "",
+    ]
+
+
+def metrics_markdown(metrics: dict[str, Any]) -> str:
+    """Render the test accuracy table (subset rows x strategy columns) and the targets of the served strategy.
+
+    Args:
+        metrics: the dictionary written to ``metrics.json``.
+
+    Returns:
+        Markdown text.
+    """
+    return "\n".join([*_accuracy_table(metrics), *_targets_list(metrics), *_encoders_list(metrics)])
+
+
+def write_metrics(build_dir: Path, metrics: dict[str, Any]) -> None:
+    """Write ``metrics.json`` and ``metrics.md`` into the build folder and warn about missed targets.
+
+    Args:
+        build_dir: the build folder.
+        metrics: the training metrics (see :func:`trimodal.training.train.train_all`).
+    """
+    (build_dir / METRICS_JSON).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (build_dir / METRICS_MD).write_text(metrics_markdown(metrics), encoding="utf-8")
+    served = metrics["served_strategy"]
+    missed = [target for target, met in metrics["targets"][served].items() if not met]
+    if missed:
+        LOGGER.warning("acceptance targets missed by %s: %s", served, "; ".join(missed))
