@@ -17,6 +17,7 @@ from tritonclient.utils import InferenceServerException
 from trimodal import contract
 from trimodal.client import Sample, TrimodalClient, classify_many, classify_many_async
 from trimodal.errors import ClientError
+from trimodal.layout import Layout
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,14 +67,14 @@ def test_whole_test_split_matches_in_process_onnxruntime(server, spec, test_spli
     served = classify_many(samples, server.config.grpc_url, concurrency=16, timeout_s=60)
     seconds = time.perf_counter() - started
     served_probs = np.stack([r.probabilities for r in served])
-    local = LocalPipeline(spec)
+    local = LocalPipeline(spec, server.config.model_repository)
     local_probs = np.concatenate([local.classify(samples[k : k + 32]) for k in range(0, len(samples), 32)])
     agreement = float(np.mean(served_probs.argmax(1) == local_probs.argmax(1)))
     max_diff = float(np.abs(served_probs - local_probs).max())
     accuracy = float(np.mean(served_probs.argmax(1) == test_split.labels))
     report = {"samples": len(samples), "agreement": agreement, "max_abs_diff": max_diff,
               "accuracy_through_triton": accuracy, "seconds": round(seconds, 2)}  # fmt: skip
-    (ROOT / "build" / "parity.json").write_text(json.dumps(report, indent=2))
+    (Layout.default().build.root / "parity.json").write_text(json.dumps(report, indent=2))
     assert agreement >= 0.995, report
     assert max_diff <= 1e-4, report
 
@@ -102,7 +103,7 @@ def test_dynamic_batching_merges_concurrent_requests(server, test_split) -> None
         inferences = after[("nv_inference_count", model)] - before.get(("nv_inference_count", model), 0)
         executions = after[("nv_inference_exec_count", model)] - before.get(("nv_inference_exec_count", model), 0)
         counts[model] = {"inferences": inferences, "executions": executions}
-    (ROOT / "build" / "batching.json").write_text(json.dumps(counts, indent=2))
+    (Layout.default().build.root / "batching.json").write_text(json.dumps(counts, indent=2))
     for model, count in counts.items():
         assert count["inferences"] == 32, (model, count)
         assert count["executions"] <= count["inferences"] / 2, (model, count)
