@@ -190,3 +190,24 @@ def ensemble_config(spec: PipelineSpec, ios: dict[str, ModelIO]) -> mc.ModelConf
     for model in (*PREPROCESSORS, *ENCODERS):
         config.ensemble_scheduling.step.append(_step(model, ios[model]))
     return config
+
+
+def drain_config(ensemble: mc.ModelConfig) -> mc.ModelConfig:
+    """The stand-in for an ensemble while the server drains: same name and tensors, every request refused.
+
+    A Python-backend model (``trimodal.runtime.backends.drain``) with the ensemble's inputs, outputs and
+    max_batch_size, without label files (it never answers with data).
+
+    Args:
+        ensemble: the served ensemble's config.
+
+    Returns:
+        The stand-in's config.
+    """
+    config = mc.ModelConfig(name=ensemble.name, max_batch_size=ensemble.max_batch_size, backend="python")
+    config.input.extend(ensemble.input)
+    config.output.extend(ensemble.output)
+    for output in config.output:
+        output.label_filename = ""
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    return config

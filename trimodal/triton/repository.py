@@ -44,7 +44,8 @@ def _to_text(config: mc.ModelConfig) -> str:
     return HEADER + text_format.MessageToString(config)
 
 
-def _shim(target: str) -> str:
+def shim_source(target: str) -> str:
+    """The model.py of a Python-backend model whose code is ``module:Class`` in this package."""
     module, cls = target.split(":")
     return (
         '"""Triton Python-backend entry point, rendered by trimodal.triton.repository.\n\n'
@@ -68,12 +69,12 @@ def render_files(spec: PipelineSpec) -> list[RenderedFile]:
     files = []
     for model in PREPROCESSORS:
         files.append(RenderedFile(Path(model, CONFIG_FILE), _to_text(preprocess_config(spec, model, ios[model]))))
-        files.append(RenderedFile(Path(model, "1", "model.py"), _shim(SHIM_TEMPLATE_MODULE[model])))
+        files.append(RenderedFile(Path(model, "1", "model.py"), shim_source(SHIM_TEMPLATE_MODULE[model])))
     for model in ENCODERS:
         files.append(RenderedFile(Path(model, CONFIG_FILE), _to_text(gpu_config(spec, model, ios[model]))))
         cpu_path = Path(model, "configs", f"{CPU_CONFIG_NAME}.pbtxt")
         files.append(RenderedFile(cpu_path, _to_text(cpu_config(spec, model, ios[model]))))
-        files.append(RenderedFile(Path(model, "1", "model.py"), _shim(SHIM_TEMPLATE_MODULE["onnx"])))
+        files.append(RenderedFile(Path(model, "1", "model.py"), shim_source(SHIM_TEMPLATE_MODULE["onnx"])))
     files.append(RenderedFile(Path(contract.FUSION, contract.LABELS_FILE), labels))
     files.append(RenderedFile(Path(ENSEMBLE, CONFIG_FILE), _to_text(ensemble_config(spec, ios))))
     files.append(RenderedFile(Path(ENSEMBLE, contract.LABELS_FILE), labels))

@@ -1,7 +1,9 @@
 """Serve in the foreground: the server, its supervisor and the signals that stop them, wired once.
 
-``trimodal serve`` calls :func:`serve_forever`; SIGTERM and Ctrl-C turn into a clean stop of the
-supervisor and then of tritonserver (which removes its ``/dev/shm`` segments and stub processes).
+``trimodal serve`` calls :func:`serve_forever`; SIGTERM and Ctrl-C stop the supervisor, drain the server
+(every accepted request completes, later ones get UNAVAILABLE: :mod:`trimodal.triton.drain`), then stop
+tritonserver (which removes its ``/dev/shm`` segments and stub processes). A second signal during the drain
+stops at once.
 """
 
 from __future__ import annotations
@@ -82,7 +84,9 @@ def serve_forever(
         while True:
             signal.pause()
     except KeyboardInterrupt:
-        LOGGER.info("stopping")
+        LOGGER.info("stopping: draining in-flight requests (signal again to stop at once)")
+        supervisor.stop()
+        server.drain()
     finally:
         supervisor.stop()
         server.stop()

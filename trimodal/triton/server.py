@@ -4,11 +4,14 @@ By default the binary shipped in the ``nvidia-pytriton`` wheel is used (Triton 2
 backend), started with ``--model-config-name cpu`` so that the encoders run their ONNX graphs in ONNX
 Runtime. ``TRIMODAL_TRITONSERVER`` points at another binary (e.g. inside NVIDIA's container).
 
-The server always runs in its own process group. :meth:`TritonServer.start` waits for readiness with a
-timeout and, on failure, stops everything and raises :class:`ServerError` with the tail of the log
-(a Python stub that cannot start makes Triton hang forever otherwise). :meth:`TritonServer.stop`
-sends SIGTERM, waits ``exit_timeout + 5`` seconds, kills what is left, and removes this server's
-``/dev/shm`` segments.
+The server always runs in its own process group, watched by a :mod:`~trimodal.triton.watchdog` process
+that stops it if the process that started it dies (even by SIGKILL). :meth:`TritonServer.start` refuses
+ports held by a stale server (naming its pid), waits for readiness with a timeout and, on failure, stops
+everything and raises :class:`ServerError` with the tail of the log (a Python stub that cannot start makes
+Triton hang forever otherwise). With explicit model control (the default), :meth:`TritonServer.drain` lets
+every accepted ensemble request finish first (:mod:`trimodal.triton.drain`). :meth:`TritonServer.stop`
+sends SIGTERM, waits ``exit_timeout + 5`` seconds, records what was left (:class:`StopReport`), kills it
+and removes this server's ``/dev/shm`` segments.
 """
 
 from __future__ import annotations
@@ -29,9 +32,15 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
+from trimodal import contract
 from trimodal.errors import ServerError
 from trimodal.layout import Layout, pytriton_dir, pytriton_libs
+from trimodal.triton.processes import group_members, running_servers, stub_processes
+
+if TYPE_CHECKING:
+    from trimodal.triton.drain import DrainReport
 
 LOGGER = logging.getLogger(__name__)
 
@@ -86,6 +95,11 @@ class ServerConfig:
     admin_key: str | None = None
     tls: TlsConfig | None = None
     extra_args: Sequence[str] = field(default_factory=tuple)
+    # "explicit": every model is loaded at start and the model-repository API (behind the admin key) can swap
+    # the ensemble for its drain stand-in; "none": the repository is fixed (no drain).
+    model_control: Literal["explicit", "none"] = "explicit"
+    drain_timeout_s: float = 20.0
+    watchdog_grace_s: float = 2.0
 
     @property
     def grpc_url(self) -> str:
@@ -147,6 +161,50 @@ def prepare_backends(work_dir: Path) -> Path:
     return target.parent
 
 
+def _control_args(mode: str) -> list[str]:
+    if mode == "explicit":
+        return ["--model-control-mode=explicit", "--load-model=*"]
+    if mode == "none":
+        return ["--model-control-mode=none"]
+    raise ServerError(f"model_control: expected 'explicit' or 'none', got {mode!r}")
+
+
+def check_ports_free(config: ServerConfig) -> None:
+    """Refuse to start on ports that are taken, naming a stale tritonserver that holds them.
+
+    Raises:
+        ServerError: naming the port, and the stale server's pid and repository when one holds it.
+    """
+    wanted = {config.http_port, config.grpc_port, config.metrics_port}
+    for port in sorted(wanted):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((config.host, port))
+                continue
+            except OSError:
+                pass
+        holders = [server for server in running_servers() if port in server.ports]
+        who = (
+            f"a stale tritonserver ({holders[0].describe()}); stop it with `kill {holders[0].pid}`"
+            if holders
+            else ("another process")
+        )
+        raise ServerError(f"port {port} on {config.host} is already in use by {who}")
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """What :meth:`TritonServer.stop` found, recorded BEFORE it killed or removed anything."""
+
+    exit_code: int | None
+    clean_exit: bool
+    seconds: float
+    stubs_left: tuple[str, ...]
+    shm_left: tuple[str, ...]
+    drain: DrainReport | None = None
+
+
 def _server_env(embedded: bool) -> dict[str, str]:
     env = dict(os.environ)
     # The Python stub runs in isolated mode: it sees this venv's packages only when its bin is first on PATH.
@@ -166,6 +224,10 @@ class TritonServer:
         self.shm_prefix = f"trimodal_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         self.log_path = config.work_dir / f"tritonserver-{config.grpc_port}.log"
         self.admin_key = config.admin_key or os.environ.get("TRIMODAL_ADMIN_KEY") or secrets.token_hex(16)
+        self.last_stop: StopReport | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._watchdog_pipe: int | None = None
+        self._drained: DrainReport | None = None
 
     def command(self) -> list[str]:
         """The full tritonserver command line."""
@@ -175,7 +237,7 @@ class TritonServer:
         args = [
             str(binary),
             f"--model-repository={cfg.model_repository}",
-            "--model-control-mode=none",
+            *_control_args(cfg.model_control),
             "--strict-readiness=true",
             f"--exit-timeout-secs={cfg.exit_timeout_s}",
             f"--http-address={cfg.host}",
@@ -218,6 +280,7 @@ class TritonServer:
         key_file = self.config.work_dir / "admin-key"
         key_file.write_text(self.admin_key + "\n")
         key_file.chmod(0o600)
+        check_ports_free(self.config)
         command = self.command()
         embedded = self.config.binary is None and not os.environ.get("TRIMODAL_TRITONSERVER")
         LOGGER.info("starting tritonserver: gRPC %s, HTTP %s", self.config.grpc_url, self.config.http_url)
@@ -226,6 +289,7 @@ class TritonServer:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=_server_env(embedded), start_new_session=True
             )
+        self._start_watchdog(self.process.pid)
         try:
             self.wait_ready(timeout_s)
         except BaseException:
@@ -274,8 +338,54 @@ class TritonServer:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
+    def _start_watchdog(self, pid: int) -> None:
+        read_end, self._watchdog_pipe = os.pipe()
+        try:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-m", "trimodal.triton.watchdog", str(pid), self.shm_prefix,
+                 str(self.config.watchdog_grace_s)],
+                stdin=read_end, start_new_session=True,
+            )  # fmt: skip
+        finally:
+            os.close(read_end)
+
+    def _release_watchdog(self) -> None:
+        """Tell the watchdog the server was stopped on purpose (it exits without touching anything)."""
+        from trimodal.triton.watchdog import STOPPED
+
+        pipe, self._watchdog_pipe = self._watchdog_pipe, None
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                os.write(pipe, STOPPED)
+            os.close(pipe)
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                watchdog.wait(timeout=10)
+
+    def drain(self) -> DrainReport | None:
+        """Let every accepted ensemble request finish; later ones get UNAVAILABLE (:mod:`~trimodal.triton.drain`).
+
+        Returns:
+            The drain report, or None when there is nothing to drain (no ensemble, or model control ``none``).
+
+        Raises:
+            ServerError: if the server refuses the swap.
+        """
+        from trimodal.triton.drain import drain_ensemble
+
+        if self.process is None or self.config.model_control != "explicit":
+            return None
+        if not (Path(self.config.model_repository) / contract.ENSEMBLE).is_dir():
+            return None
+        self._drained = drain_ensemble(self, timeout_s=self.config.drain_timeout_s)
+        return self._drained
+
     def stop(self, grace_s: float | None = None) -> int | None:
         """SIGTERM the server, wait ``grace_s`` (default ``exit_timeout + 5``) s, SIGKILL its group, remove shm.
+
+        What was left when the server exited (stub processes, /dev/shm segments) is recorded in
+        :attr:`last_stop` before anything is killed or removed, so tests can assert on it.
 
         Args:
             grace_s: how long to wait for a clean exit after SIGTERM.
@@ -286,6 +396,7 @@ class TritonServer:
         process, self.process = self.process, None
         if process is None:
             return None
+        started = time.monotonic()
         code = process.poll()
         if code is None:
             # SIGTERM to tritonserver only: it drains in-flight requests and stops its Python stubs itself
@@ -297,12 +408,19 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 LOGGER.warning("tritonserver did not exit in time; killing it")
                 code = None
+        self.last_stop = StopReport(
+            exit_code=code, clean_exit=code == 0, seconds=time.monotonic() - started,
+            stubs_left=tuple(sorted(stub_processes(process.pid).values())),
+            shm_left=tuple(p.name for p in self.shm_segments()), drain=self._drained,
+        )  # fmt: skip
         # Stubs live in the same process group: make sure none outlives the server.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         if code is None:
             code = process.wait(timeout=10)
         self._remove_shm()
+        self._release_watchdog()
+        self._drained = None
         LOGGER.info("tritonserver stopped (exit code %s)", code)
         return code
 
@@ -319,18 +437,11 @@ class TritonServer:
         """
         if self.process is None:
             return set()
-        names = set()
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-                pgid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
-            except (OSError, ValueError, IndexError):
-                continue
-            if pgid == self.process.pid and argv and argv[0].endswith(b"triton_python_backend_stub") and len(argv) > 3:
-                names.add(argv[-3].decode(errors="replace"))
-        return names
+        return set(stub_processes(self.process.pid).values())
+
+    def group_pids(self) -> list[int]:
+        """Pids of every live process of the server's group (tritonserver and its stubs)."""
+        return [] if self.process is None else group_members(self.process.pid)
 
     def shm_segments(self) -> list[Path]:
         """This server's /dev/shm segments (empty after :meth:`stop`)."""

@@ -1,0 +1,89 @@
+"""What the process table says about tritonservers: process groups, Python-backend stubs, stale servers.
+
+Read from ``/proc`` (Linux), so it needs no extra package and sees processes of any parent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+LOGGER = logging.getLogger(__name__)
+
+PROC = Path("/proc")
+STUB_BINARY = b"triton_python_backend_stub"
+SERVER_BINARY = b"tritonserver"
+PORT_FLAGS = ("--http-port=", "--grpc-port=", "--metrics-port=")
+
+
+def _argv(pid: Path) -> list[bytes]:
+    return (pid / "cmdline").read_bytes().split(b"\0")
+
+
+def _pgid(pid: Path) -> int:
+    return int((pid / "stat").read_text().rsplit(")", 1)[1].split()[2])
+
+
+def _processes() -> list[Path]:
+    return [entry for entry in PROC.iterdir() if entry.name.isdigit()]
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of every live process in a process group (a server and its stubs share one)."""
+    members = []
+    for proc in _processes():
+        try:
+            if _pgid(proc) == pgid and (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                members.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return members
+
+
+def stub_processes(pgid: int) -> dict[int, str]:
+    """The Python-backend stubs of a server's process group: pid -> model instance name (e.g. ``echo_0_0``)."""
+    stubs = {}
+    for proc in _processes():
+        try:
+            argv = _argv(proc)
+            if argv and argv[0].endswith(STUB_BINARY) and len(argv) > 3 and _pgid(proc) == pgid:
+                stubs[int(proc.name)] = argv[-3].decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+    return stubs
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    """A running tritonserver found in the process table."""
+
+    pid: int
+    repository: str
+    ports: tuple[int, ...]
+
+    def describe(self) -> str:
+        """One line for messages."""
+        return f"pid {self.pid} serving {self.repository} on ports {', '.join(map(str, self.ports))}"
+
+
+def _server_of(argv: list[bytes], pid: int) -> ServerProcess | None:
+    if not argv or not argv[0].endswith(SERVER_BINARY):
+        return None
+    args = [arg.decode(errors="replace") for arg in argv[1:]]
+    repository = next((a.split("=", 1)[1] for a in args if a.startswith("--model-repository=")), "")
+    ports = tuple(int(a.split("=", 1)[1]) for a in args if a.startswith(PORT_FLAGS) and a.split("=", 1)[1].isdigit())
+    return ServerProcess(pid=pid, repository=repository, ports=ports)
+
+
+def running_servers(repository: Path | None = None) -> list[ServerProcess]:
+    """Every running tritonserver (optionally only those serving ``repository``)."""
+    found = []
+    for proc in _processes():
+        try:
+            server = _server_of(_argv(proc), int(proc.name))
+        except (OSError, ValueError):
+            continue
+        if server is not None and (repository is None or Path(server.repository) == Path(repository)):
+            found.append(server)
+    return found
