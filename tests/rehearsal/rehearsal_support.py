@@ -92,7 +92,23 @@ def copy_repository(source: Path, target: Path) -> Path:
     return target
 
 
-# --- build/Dockerfile.engines ---------------------------------------------------------------------------
+def cli_without(blocked: tuple[str, ...], image: str) -> str:
+    """``python -c`` code running the trimodal CLI where the ``blocked`` modules (and their submodules) cannot be
+    imported, as in an image that does not install them."""
+    return f"""
+import sys
+class _Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + '.') for b in {blocked!r}):
+            raise ImportError(f"No module named '{{name}}' (blocked: not in the {image} image)")
+sys.meta_path.insert(0, _Blocker())
+from trimodal.cli import run
+sys.argv[0] = 'trimodal'
+run()
+"""
+
+
+# --- Dockerfiles ------------------------------------------------------------------------------------------
 
 
 def dockerfile(path: Path) -> str:
@@ -107,18 +123,32 @@ def image_extras(path: Path) -> str:
     return match.group(1)
 
 
-def image_env(path: Path) -> dict[str, str]:
-    """Every ``ENV key=value`` of the final stage of a single-stage Dockerfile, in order."""
+def stage(path: Path, name: str | None = None) -> str:
+    """The lines of one build stage (``FROM ... AS name``; None: the only/first stage)."""
+    stages = re.split(r"^(?=FROM )", dockerfile(path), flags=re.M)
+    for text in stages[1:]:
+        if name is None or re.match(rf"FROM \S+ AS {name}\b", text):
+            return text
+    raise AssertionError(f"no stage {name} in {path}")
+
+
+def image_env(path: Path, name: str | None = None) -> dict[str, str]:
+    """Every ``ENV key=value`` of one stage, in order."""
     env: dict[str, str] = {}
-    for line in dockerfile(path).splitlines():
+    for line in stage(path, name).splitlines():
         if line.startswith("ENV "):
             env.update(dict(re.findall(r"(\w+)=(\S+)", line)))
     return env
 
 
-def image_cmd(path: Path) -> list[str]:
-    """The image's ``CMD`` (exec form)."""
-    match = re.search(r"^CMD (\[.*\])$", dockerfile(path), re.M)
+def image_workdir(path: Path, name: str | None = None) -> str:
+    """The last ``WORKDIR`` of one stage."""
+    return re.findall(r"^WORKDIR (\S+)$", stage(path, name), re.M)[-1]
+
+
+def image_cmd(path: Path, name: str | None = None) -> list[str]:
+    """The ``CMD`` (exec form) of one stage."""
+    match = re.search(r"^CMD (\[.*\])$", stage(path, name), re.M)
     assert match, f"no exec-form CMD in {path}"
     return json.loads(match.group(1))
 

@@ -70,7 +70,10 @@ def test_rebuild_keeps_up_to_date_plans_and_check_accepts_them(repository, nativ
     newer = double_env("11", native_libs, FAKE_TRT_VERSION="11.4.0.9")
     newer["PYTHONPATH"] = ""  # the serving image: libnvinfer 11.4, no Python bindings
     stale = trimodal("check", "--repository", str(repository), "--no-accuracy", env=newer)
-    assert stale.returncode == 1 and "built with TensorRT 11.1.0.106 but this server runs TensorRT 11.4.0.9" in stale.stdout
+    assert (
+        stale.returncode == 1
+        and "built with TensorRT 11.1.0.106 but this server runs TensorRT 11.4.0.9" in stale.stdout
+    )
 
 
 def test_a_plan_from_another_release_does_not_deserialize(repository, native_libs):
@@ -131,4 +134,7 @@ def test_weakly_typed_precision_flags_fail_on_tensorrt_11(native_libs):
             "CreateConfig(fp16=True)(builder, network)\n")  # fmt: skip
     run = subprocess.run([sys.executable, "-c", code], env=double_env("11", native_libs), capture_output=True,
                          text=True, timeout=60)  # fmt: skip
-    assert run.returncode != 0 and "fp16 in CreateConfig is not available on TensorRT version 11.1.0.106" in run.stdout + run.stderr
+    assert (
+        run.returncode != 0
+        and "fp16 in CreateConfig is not available on TensorRT version 11.1.0.106" in run.stdout + run.stderr
+    )

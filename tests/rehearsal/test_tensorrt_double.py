@@ -32,7 +32,9 @@ def test_every_member_of_the_double_is_published_by_the_release(major):
             exported = set(api["enums"]["Severity"]) if name in ("ILogger", "Logger") else set()  # export_values()
             allowed = published(api, name) | exported
             extra = public_members(cls) - allowed
-            assert not extra, f"{name} of the {major} double has {sorted(extra)}, which TensorRT {major} does not publish"
+            assert not extra, (
+                f"{name} of the {major} double has {sorted(extra)}, which TensorRT {major} does not publish"
+            )
 
 
 @pytest.mark.parametrize("major", ["10", "11"])

@@ -102,7 +102,7 @@ def _header_enums(root: Path) -> dict[str, dict[str, dict[str, int]]]:
 
 def _enum_table(headers: dict[str, dict[str, dict[str, int]]], cpp_enum: str, source: Path) -> dict[str, int]:
     """The header enum a binding names: the ONNX parser's headers first for bindings under parsers/."""
-    order = sorted(headers, key=lambda h: not (h.startswith("NvOnnx") == ("parsers" in source.parts)))
+    order = sorted(headers, key=lambda h: h.startswith("NvOnnx") != ("parsers" in source.parts))
     return next((headers[h][cpp_enum] for h in order if cpp_enum in headers[h]), {})
 
 
@@ -117,7 +117,9 @@ def extract(root: Path) -> dict[str, object]:
         functions.update(MODULE_DEF_RE.findall(text))
         for match in CLASS_RE.finditer(text):
             members = _members(_statement(text, match.start()))
-            current = classes.setdefault(match.group(2), {"methods": [], "properties": [], "readonly": [], "static": []})
+            current = classes.setdefault(
+                match.group(2), {"methods": [], "properties": [], "readonly": [], "static": []}
+            )
             for kind, names in members.items():
                 current[kind] = sorted(set(current[kind]) | set(names))
         for variable, name in BOUND_CLASS_RE.findall(text):  # `py::class_<X> binding{m, "X"}; binding.def(...)`

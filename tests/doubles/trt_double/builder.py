@@ -32,7 +32,7 @@ class IOptimizationProfile:
         self._valid = True
         self.extra_memory_target = 1.0
 
-    def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:  # noqa: A002 - the bindings' names
+    def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:
         dims = [self._api.Dims(list(s)) for s in (min, opt, max)]
         ranks = {len(d) for d in dims}
         ordered = len(ranks) == 1 and all(a <= b <= c for a, b, c in zip(*dims, strict=True))
@@ -40,13 +40,13 @@ class IOptimizationProfile:
             self._valid = False
         self._shapes[input] = tuple(dims)
 
-    def get_shape(self, input: str) -> list[Any]:  # noqa: A002
+    def get_shape(self, input: str) -> list[Any]:
         return list(self._shapes.get(input, (self._api.Dims([]),) * 3))
 
-    def set_shape_input(self, input: str, min: Any, opt: Any, max: Any) -> None:  # noqa: A002
+    def set_shape_input(self, input: str, min: Any, opt: Any, max: Any) -> None:
         self._shapes[input] = (min, opt, max)
 
-    def get_shape_input(self, input: str) -> list[Any]:  # noqa: A002
+    def get_shape_input(self, input: str) -> list[Any]:
         return list(self._shapes.get(input, ((), (), ())))
 
     def __bool__(self) -> bool:

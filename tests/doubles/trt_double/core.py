@@ -19,7 +19,9 @@ from typing import Any
 def expect(value: object, cls: type, what: str) -> None:
     """pybind11's argument check: a wrong type is a TypeError naming the expected type."""
     if not isinstance(value, cls):
-        raise TypeError(f"{what}(): incompatible function arguments; expected {cls.__name__}, got {type(value).__name__}")
+        raise TypeError(
+            f"{what}(): incompatible function arguments; expected {cls.__name__}, got {type(value).__name__}"
+        )
 
 
 def common_enter(this: Any) -> Any:
@@ -38,7 +40,7 @@ class ILogger:
         pass
 
     def log(self, severity: Any, msg: str) -> None:
-        raise RuntimeError("Tried to call pure virtual function \"ILogger::log\"")
+        raise RuntimeError('Tried to call pure virtual function "ILogger::log"')
 
     __enter__ = common_enter
 
@@ -159,13 +161,13 @@ class IProgressMonitor:
         pass
 
     def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-        raise RuntimeError("Tried to call pure virtual function \"IProgressMonitor::phaseStart\"")
+        raise RuntimeError('Tried to call pure virtual function "IProgressMonitor::phaseStart"')
 
     def step_complete(self, phase_name: str, step: int) -> bool:
-        raise RuntimeError("Tried to call pure virtual function \"IProgressMonitor::stepComplete\"")
+        raise RuntimeError('Tried to call pure virtual function "IProgressMonitor::stepComplete"')
 
     def phase_finish(self, phase_name: str) -> None:
-        raise RuntimeError("Tried to call pure virtual function \"IProgressMonitor::phaseFinish\"")
+        raise RuntimeError('Tried to call pure virtual function "IProgressMonitor::phaseFinish"')
 
 
 def call_monitor(monitor: Any, method: str, *args: Any) -> Any:

@@ -68,7 +68,9 @@ class ICudaEngine:
         return list(self._io)[index]
 
     def get_tensor_mode(self, name: str) -> Any:
-        return getattr(self._api.TensorIOMode, self._io[name]["mode"]) if name in self._io else self._api.TensorIOMode.NONE
+        return (
+            getattr(self._api.TensorIOMode, self._io[name]["mode"]) if name in self._io else self._api.TensorIOMode.NONE
+        )
 
     def get_tensor_dtype(self, name: str) -> Any:
         return getattr(self._api.DataType, self._io[name]["dtype"])

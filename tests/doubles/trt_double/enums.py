@@ -8,14 +8,14 @@ with ints; the double treats every enum that way (more lenient than the real bin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class PybindEnum:
     """Base of every enum type of the double; members are instances created by :func:`make_enum`."""
 
     __slots__ = ("_name", "_value")
-    __members__: dict[str, PybindEnum] = {}
+    __members__: ClassVar[dict[str, PybindEnum]] = {}
 
     def __new__(cls, value: int) -> PybindEnum:
         for member in cls.__members__.values():

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .core import Dims, common_enter, common_exit, expect
+from .core import common_enter, common_exit, expect
 
 # ONNX TensorProto elem types -> TensorRT DataType member names.
 ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 16: "BF16", 3: "INT8", 2: "UINT8", 6: "INT32", 7: "INT64", 9: "BOOL",

@@ -1,4 +1,4 @@
-"""Test double of ``tensorrt`` 10.16.0.72 (NvInferVersion.h at NVIDIA/TensorRT tag v10.16); see tests/doubles/trt_double."""
+"""Test double of ``tensorrt`` 10.16.0.72 (NvInferVersion.h, NVIDIA/TensorRT tag v10.16); see ../../trt_double."""
 
 from trt_double import install
 

@@ -1,4 +1,4 @@
-"""Test double of ``tensorrt`` 11.1.0.106 (NvInferVersion.h at NVIDIA/TensorRT tag v11.1); see tests/doubles/trt_double."""
+"""Test double of ``tensorrt`` 11.1.0.106 (NvInferVersion.h, NVIDIA/TensorRT tag v11.1); see ../../trt_double."""
 
 from trt_double import install
 
