@@ -460,3 +460,28 @@ def test_detect_runtime_without_tensorrt_says_where_to_run(monkeypatch):
             detect_runtime()
     else:  # pragma: no cover - only inside NVIDIA's containers
         pytest.skip("tensorrt is installed here")
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+
+def test_build_target_gpu_points_to_build_engines():
+    from typer.testing import CliRunner
+
+    from trimodal.cli import app
+
+    result = CliRunner().invoke(app, ["build", "--target", "gpu"])
+    assert result.exit_code == 1
+    assert "`trimodal build-engines`" in result.output
+
+
+def test_build_engines_has_the_gpu_build_options(monkeypatch):
+    from typer.testing import CliRunner
+
+    from trimodal.cli import app
+
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, ["build-engines", "--help"])
+    assert result.exit_code == 0
+    for option in ("--repository", "--build-dir", "--precision", "--workspace", "--force", "--spec"):
+        assert option in result.output
