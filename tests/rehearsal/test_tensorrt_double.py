@@ -74,3 +74,20 @@ def test_surfaces_name_their_source_and_release():
         assert api["tensorrt_version"] == expected
         assert api["source"].startswith("github.com/NVIDIA/TensorRT@")
         assert {"Builder", "IBuilderConfig", "INetworkDefinition", "OnnxParser", "Runtime"} <= set(api["classes"])
+
+
+@pytest.mark.parametrize("major", ["10", "11"])
+def test_method_arguments_have_the_bindings_names(major):
+    """Every method of the double takes the arguments of one of the release's overloads (``"name"_a``)."""
+    trt, api = load_double(major), surface(major)
+    checked = 0
+    for name, cls in vars(trt).items():
+        signatures = api["classes"].get(name, {}).get("signatures", {}) if inspect.isclass(cls) else {}
+        for method, overloads in signatures.items():
+            function = cls.__dict__.get(method)
+            if not inspect.isfunction(function) or not any(overloads):
+                continue
+            parameters = list(inspect.signature(function).parameters)[1:]
+            assert parameters in overloads, f"{name}.{method}{tuple(parameters)}: the bindings have {overloads}"
+            checked += 1
+    assert checked >= 40, checked

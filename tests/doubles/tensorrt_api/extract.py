@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 CLASS_RE = re.compile(r'py::class_<\s*([\w:]+)[^;(]*?>\s*\w*\s*[({]\s*m\s*,\s*"(\w+)"')
 ENUM_RE = re.compile(r'py::enum_<\s*([\w:]+)\s*>\s*\(\s*\w+\s*,\s*"(\w+)"')
@@ -57,14 +58,34 @@ def _statement(text: str, start: int) -> str:
     return text[start:]
 
 
-def _members(statement: str) -> dict[str, list[str]]:
-    """Method and property names of one ``py::class_`` statement, by kind."""
+def _call(text: str, open_paren: int) -> str:
+    """The argument text of the call whose ``(`` is at ``open_paren``, up to its matching ``)``."""
+    depth = 0
+    for index in range(open_paren, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[open_paren : index + 1]
+    return text[open_paren:]
+
+
+def _members(statement: str) -> dict[str, Any]:
+    """Method and property names of one ``py::class_`` statement, by kind, and the methods' argument names.
+
+    ``signatures`` maps a method to the argument-name lists of its overloads (``"name"_a`` in the bindings);
+    a method bound without argument names has an empty list.
+    """
     kinds: dict[str, set[str]] = {"methods": set(), "properties": set(), "readonly": set(), "static": set()}
-    for kind, name in MEMBER_RE.findall(statement):
+    signatures: dict[str, list[list[str]]] = {}
+    for match in MEMBER_RE.finditer(statement):
+        kind, name = match.groups()
         bucket = {"def": "methods", "def_static": "static", "def_property_readonly": "readonly",
                   "def_readonly": "readonly"}.get(kind, "properties")  # fmt: skip
         kinds[bucket].add(name)
-    return {kind: sorted(names) for kind, names in kinds.items()}
+        if kind in ("def", "def_static"):
+            arguments = re.findall(r'"(\w+)"_a', _call(statement, statement.index("(", match.start())))
+            if arguments not in signatures.setdefault(name, []):
+                signatures[name].append(arguments)
+    return {**{kind: sorted(names) for kind, names in kinds.items()}, "signatures": dict(sorted(signatures.items()))}
 
 
 def _value(expr: str, known: dict[str, int], fallback: int) -> int:
@@ -106,28 +127,31 @@ def _enum_table(headers: dict[str, dict[str, dict[str, int]]], cpp_enum: str, so
     return next((headers[h][cpp_enum] for h in order if cpp_enum in headers[h]), {})
 
 
+def _merge(current: dict[str, Any], members: dict[str, Any]) -> None:
+    """Add one statement's members to a class's (a class may be bound in several statements)."""
+    for kind in ("methods", "properties", "readonly", "static"):
+        current[kind] = sorted(set(current.get(kind, [])) | set(members[kind]))
+    signatures = current.setdefault("signatures", {})
+    for name, overloads in members["signatures"].items():
+        known = signatures.setdefault(name, [])
+        known += [o for o in overloads if o not in known]
+    current["signatures"] = dict(sorted(signatures.items()))
+
+
 def extract(root: Path) -> dict[str, object]:
     """The surface of the TensorRT checkout at ``root`` (see the module docstring)."""
     header_enums = _header_enums(root)
-    classes: dict[str, dict[str, list[str]]] = {}
+    classes: dict[str, dict[str, Any]] = {}
     enums: dict[str, dict[str, int]] = {}
     functions: set[str] = set()
     for source in sorted((root / "python" / "src").rglob("*.cpp")):
         text = source.read_text(errors="replace")
         functions.update(MODULE_DEF_RE.findall(text))
-        for match in CLASS_RE.finditer(text):
-            members = _members(_statement(text, match.start()))
-            current = classes.setdefault(
-                match.group(2), {"methods": [], "properties": [], "readonly": [], "static": []}
-            )
-            for kind, names in members.items():
-                current[kind] = sorted(set(current[kind]) | set(names))
+        bound = [(m.group(2), m.start()) for m in CLASS_RE.finditer(text)]
         for variable, name in BOUND_CLASS_RE.findall(text):  # `py::class_<X> binding{m, "X"}; binding.def(...)`
-            for use in re.finditer(rf"\b{variable}\s*\.def", text):
-                members = _members(_statement(text, use.start()))
-                current = classes.setdefault(name, {"methods": [], "properties": [], "readonly": [], "static": []})
-                for kind, names in members.items():
-                    current[kind] = sorted(set(current[kind]) | set(names))
+            bound += [(name, use.start()) for use in re.finditer(rf"\b{variable}\s*\.def", text)]
+        for name, start in bound:
+            _merge(classes.setdefault(name, {}), _members(_statement(text, start)))
         for match in ENUM_RE.finditer(text):
             cpp_enum = match.group(1).split("::")[-1]
             table = _enum_table(header_enums, cpp_enum, source)
