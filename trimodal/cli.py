@@ -102,25 +102,64 @@ def build(
     spec: SpecOption = None,
     build_dir: BuildDirOption = None,
     repository: RepoOption = None,
-    target: Annotated[str, typer.Option(help="cpu: ONNX for ONNX Runtime; gpu: also TensorRT plans.")] = "cpu",
     force: Annotated[bool, typer.Option("--force", help="Rebuild every step.")] = False,
-    precision: Annotated[str | None, typer.Option(help="GPU engines: fp32, fp16 or int8.")] = None,
-    workspace: Annotated[int | None, typer.Option(help="GPU engines: TensorRT workspace, MiB.")] = None,
+    target: Annotated[str, typer.Option(hidden=True, help="Removed: only cpu is accepted.")] = "cpu",
 ) -> None:
-    """Build the dataset, train, export ONNX and fill the model repository (and TensorRT plans on GPU)."""
+    """Build the dataset, train, export the ONNX graphs and fill the model repository (CPU; needs the build extra).
+
+    TensorRT plans are built from the repository's graphs by `trimodal build-engines` where TensorRT is.
+    """
     from trimodal.spec import load_spec
     from trimodal.training.build import build_cpu
 
-    if target not in ("cpu", "gpu"):
-        raise TrimodalError(f"--target: expected cpu or gpu, got {target!r}")
+    if target != "cpu":
+        raise TrimodalError(
+            f"--target {target}: `trimodal build` only builds the CPU artifacts now; build TensorRT plans from the "
+            "repository's graphs with `trimodal build-engines` where TensorRT is (deploy/GPU.md)"
+        )
     layout = Layout.default(build_dir=build_dir, repository=repository, spec=spec)
     loaded = load_spec(layout.spec)
     ran = build_cpu(loaded, layout.build.root, layout.repository.root, force=force)
     typer.echo("build: " + ", ".join(f"{step} {'ran' if did else 'reused'}" for step, did in ran.items()))
-    if target == "gpu":
-        from trimodal.tensorrt.builder import build_all
 
-        build_all(loaded, layout.build.root, layout.repository.root, precision=precision, workspace=workspace)
+
+GraphDirOption = Annotated[
+    Path | None,
+    typer.Option("--build-dir", help="Read the graphs from this (mounted) build folder's onnx/ instead of the "
+                 "repository; its engines/ keeps the timing cache."),
+]  # fmt: skip
+
+
+@app.command("build-engines")
+def build_engines(
+    spec: SpecOption = None,
+    repository: RepoOption = None,
+    build_dir: GraphDirOption = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, fp16 or int8 (default: pipeline.yaml's).")] = None,
+    workspace: Annotated[int | None, typer.Option(help="TensorRT workspace, MiB (default: pipeline.yaml's).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild plans that are up to date.")] = False,
+) -> None:
+    """Build strongly typed TensorRT plans from the repository's ONNX graphs (never trains, exports or renders)."""
+    from trimodal.spec import load_spec
+    from trimodal.tensorrt.builder import build_all
+    from trimodal.tensorrt.sources import check_spec_matches_repository
+
+    layout = Layout.default(repository=repository, spec=spec)
+    loaded = load_spec(layout.spec)
+    check_spec_matches_repository(loaded, layout.repository.root, layout.spec)
+    built = build_all(loaded, layout.repository.root, build_dir=build_dir, precision=precision,
+                      workspace=workspace, force=force)  # fmt: skip
+    for meta in built:
+        layers = meta.layer_precisions.summary() if meta.layer_precisions else "no layer summary"
+        typer.echo(f"{meta.model}: {meta.plan_file} ({meta.precision}, TensorRT {meta.tensorrt_version}, {layers})")
+
+
+def _check_build_dir(build_dir: Path | None) -> Path | None:
+    """The build folder `trimodal check` reads: the given one, else the project's when it exists, else none."""
+    if build_dir is not None:
+        return build_dir
+    default = Layout.default().build.root
+    return default if default.is_dir() else None
 
 
 @app.command()
@@ -133,22 +172,31 @@ def check(
 ) -> None:
     """GPU pre-flight: TensorRT plans vs running TensorRT/GPU vs config.pbtxt, then engine accuracy."""
     from trimodal.spec import load_spec
-    from trimodal.tensorrt.accuracy import verify_accuracy
+    from trimodal.tensorrt.accuracy import unavailable_reason, verify_accuracy
     from trimodal.tensorrt.preflight import check_engines, errors
 
-    layout = Layout.default(build_dir=build_dir, repository=repository, spec=spec)
+    layout = Layout.default(repository=repository, spec=spec)
     loaded = load_spec(layout.spec)
-    problems = check_engines(loaded, layout.repository.root, onnx_dir=layout.build.onnx)
+    build = _check_build_dir(build_dir)
+    onnx_dir = None if build is None else build / "onnx"
+    problems = check_engines(loaded, layout.repository.root, onnx_dir=onnx_dir)
     for problem in problems:
         typer.echo(f"{problem.severity}: {problem.model}: {problem.message}")
     if errors(problems):
         raise typer.Exit(code=1)
-    typer.echo("engines match the running TensorRT, the GPU and the configs")
-    if accuracy:
-        report = verify_accuracy(loaded, layout.repository.root, layout.build.root, samples=samples)
-        typer.echo(report.summary())
-        if not report.passed:
-            raise typer.Exit(code=1)
+    typer.echo(f"engines in {layout.repository.root} match the running TensorRT, the GPU and the configs")
+    if not accuracy:
+        return
+    reason = unavailable_reason()
+    if reason is None and build is None:
+        reason = "it needs the dataset: pass --build-dir with the build folder (build/data)"
+    if reason is not None:
+        typer.echo(f"accuracy check skipped: {reason}")
+        return
+    report = verify_accuracy(loaded, layout.repository.root, build, samples=samples)
+    typer.echo(report.summary())
+    if not report.passed:
+        raise typer.Exit(code=1)
 
 
 @app.command()

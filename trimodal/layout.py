@@ -123,9 +123,14 @@ class RepositoryLayout:
         """The version folder of one model."""
         return self.root / model / version
 
-    def onnx_file(self, model: str) -> Path:
-        """The ONNX graph the CPU target serves for one model."""
-        return self.version_dir(model) / ONNX_FILE
+    def onnx_file(self, model: str, precision: str = "fp32") -> Path:
+        """One model's ONNX graph at one precision: ``model.onnx`` (fp32), ``model.fp16.onnx``, ``model.int8.onnx``.
+
+        fp16 graphs compute in half precision with fp32 inputs/outputs; int8 graphs carry Q/DQ nodes. The CPU
+        target serves one of them with ONNX Runtime; the GPU target builds TensorRT plans from them.
+        """
+        name = ONNX_FILE if precision == "fp32" else f"model.{precision}.onnx"
+        return self.version_dir(model) / name
 
     @property
     def tokenizer(self) -> Path:

@@ -23,7 +23,7 @@ from trimodal.tensorrt.runtime import RuntimeInfo
 from trimodal.triton.config import gpu_config
 
 RUNTIME = RuntimeInfo("10.13.3.9", "NVIDIA L4", "8.9")
-REBUILD = "`trimodal build --target gpu`"
+REBUILD = "`trimodal build-engines`"
 
 
 def write_config(repo, spec, model, mutate=None):
@@ -49,7 +49,7 @@ def write_plan(repo, spec, model, filename="model.plan", runtime=RUNTIME, **over
         profiles=profile_shapes(spec, model),
         inputs=io.inputs,
         outputs=io.outputs,
-        onnx_file=f"{model}.onnx",
+        onnx_file="model.fp16.onnx",
         onnx_sha256="0" * 64,
         plan_sha256=sha256_file(plan),
         workspace_mib=2048,
@@ -230,11 +230,30 @@ def test_precision_differs_from_spec_is_a_warning(repo, spec):
     assert "is fp32 but pipeline.yaml asks for fp16" in only(problems, "warning")
 
 
-def test_stale_onnx(repo, spec, tmp_path_factory):
+def test_stale_onnx_next_to_the_plan(repo, spec):
+    (repo / "image_encoder" / "1" / "model.fp16.onnx").write_bytes(b"re-exported graph")
+    message = only(check_engines(spec, repo, RUNTIME, models=("image_encoder",)))
+    assert "was built from an older model.fp16.onnx" in message
+
+
+def test_stale_onnx_in_a_build_folder(repo, spec, tmp_path_factory):
     onnx_dir = tmp_path_factory.mktemp("onnx")
-    (onnx_dir / "image_encoder.onnx").write_bytes(b"re-exported graph")
+    write_plan(repo, spec, "image_encoder", onnx_file="image_encoder.fp16.onnx", onnx_origin="build")
+    (onnx_dir / "image_encoder.fp16.onnx").write_bytes(b"re-exported graph")
     message = only(check_engines(spec, repo, RUNTIME, onnx_dir=onnx_dir, models=("image_encoder",)))
-    assert "was built from an older image_encoder.onnx" in message
+    assert "was built from an older image_encoder.fp16.onnx" in message
+
+
+def test_metadata_of_a_weakly_typed_build_is_rebuilt(repo, spec):
+    meta = repo / "image_encoder" / "1" / "model.plan.json"
+    meta.write_text(meta.read_text().replace('"schema": 2', '"schema": 1'))
+    message = only(check_engines(spec, repo, RUNTIME, models=("image_encoder",)))
+    assert "schema 1, expected 2" in message and REBUILD in message
+
+
+def test_tensorrt_version_without_build_number_matches(repo, spec):
+    libnvinfer = RuntimeInfo("10.13.3", RUNTIME.gpu_name, RUNTIME.compute_capability)
+    assert check_engines(spec, repo, libnvinfer) == []
 
 
 def test_config_not_tensorrt(repo, spec):
@@ -288,6 +307,7 @@ def test_without_tensorrt_the_runtime_comparison_is_a_warning(repo, spec):
         problems = check_engines(spec, repo)
         assert messages(problems) == []
         assert "run `trimodal check` inside the serving container" in only(problems, "warning")
+        assert "no TensorRT library here" in only(problems, "warning")
     else:  # pragma: no cover
         pytest.skip("tensorrt is installed here")
 
@@ -354,18 +374,31 @@ def test_verify_accuracy_runs_both_sides_on_the_same_inputs(repo, spec, tmp_path
         return infer
 
     closed = []
-    monkeypatch.setattr(accuracy, "encoder_inputs", lambda spec, root, split, count: (tensors, labels))
+    monkeypatch.setattr(accuracy, "encoder_inputs", lambda spec, root, split, count, repo_dir: (tensors, labels))
     monkeypatch.setattr(accuracy, "ort_infer", lambda graph: fake_backend("ort", 0.0))
     monkeypatch.setattr(accuracy, "trt_infer", lambda plans: (fake_backend("trt", 1e-4), lambda: closed.append(1)))
-    with pytest.raises(EngineError, match=r"missing .*fusion_classifier\.onnx: run `trimodal build` first"):
+    with pytest.raises(EngineError, match=r"missing fp32 ONNX graphs in .*: run `trimodal build`"):
         accuracy.verify_accuracy(spec, repo, build, samples=n, runtime=RUNTIME)
     (build / "onnx").mkdir()
     for model in ENCODERS:
         (build / "onnx" / f"{model}.onnx").write_bytes(b"graph")
     report = accuracy.verify_accuracy(spec, repo, build, samples=n, runtime=RUNTIME)
+    assert accuracy.reference_graphs(repo, build).origin == "build"
+    for model in ENCODERS:
+        (repo / model / "1" / "model.onnx").write_bytes(b"graph")
+    assert accuracy.reference_graphs(repo, build).origin == "repository"
     assert report.passed and report.samples == n and report.precision == spec.precision
     assert report.max_prob_diff == pytest.approx(1e-4, rel=1e-3) and closed == [1]
     assert sides.count("ort") == sides.count("trt") == len(ENCODERS)
     write_plan(repo, spec, "image_encoder", precision="fp32")
     with pytest.raises(EngineError, match="mixed precisions"):
         accuracy.verify_accuracy(spec, repo, build, samples=n, runtime=RUNTIME)
+
+
+def test_accuracy_is_unavailable_without_the_tensorrt_bindings():
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert "tensorrt is not importable here" in accuracy.unavailable_reason()
+    else:  # pragma: no cover - only inside NVIDIA's containers
+        pytest.skip("tensorrt is installed here")

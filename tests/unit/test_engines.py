@@ -1,4 +1,8 @@
-"""Pure-Python parts of trimodal.tensorrt: profiles, metadata, plan paths, builder arguments, data, lazy imports."""
+"""Pure-Python parts of trimodal.tensorrt: profiles, metadata, plan paths, graph sources, layer precisions, builder
+arguments, samples, the TensorRT version from libnvinfer, lazy imports.
+
+The build itself runs under the TensorRT doubles in tests/rehearsal (real Polygraphy, real graphs).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ from trimodal import contract
 from trimodal.contract import ENCODERS, TensorSpec
 from trimodal.errors import EngineError
 from trimodal.runtime.pipeline import run_models
-from trimodal.tensorrt import calibration
-from trimodal.tensorrt.builder import build_all, build_engine
+from trimodal.tensorrt import runtime, samples
+from trimodal.tensorrt.builder import BuildSettings, build_all, build_engine
+from trimodal.tensorrt.layers import LayerPrecisions, check_graph_precision, summarize_network
 from trimodal.tensorrt.metadata import (
     PlanMetadata,
     engine_io,
@@ -27,9 +32,11 @@ from trimodal.tensorrt.metadata import (
     trt_dtype_name,
     write_metadata,
 )
-from trimodal.tensorrt.plans import calibration_cache_path, is_up_to_date, plan_path_for, timing_cache_path
+from trimodal.tensorrt.plans import is_up_to_date, plan_path_for, timing_cache_path
 from trimodal.tensorrt.profiles import opt_batch_size, profile_shapes
-from trimodal.tensorrt.runtime import RuntimeInfo, detect_runtime
+from trimodal.tensorrt.runtime import RuntimeInfo, detect_runtime, libnvinfer_version, same_tensorrt_version
+from trimodal.tensorrt.sources import GraphSource, check_spec_matches_repository, engine_precision
+from trimodal.triton.repository import render
 
 RUNTIME = RuntimeInfo("10.13.3.9", "NVIDIA L4", "8.9")
 
@@ -51,6 +58,7 @@ def make_metadata(spec, model="text_encoder", **overrides) -> PlanMetadata:
         plan_sha256="b" * 64,
         workspace_mib=2048,
         built_at="2026-11-29T08:00:00+00:00",
+        layer_precisions=LayerPrecisions(layers=12, by_dtype={"FP16": 9, "FP32": 3}, casts=2),
     )
     values.update(overrides)
     return PlanMetadata(**values)
@@ -119,6 +127,9 @@ def test_metadata_round_trip(tmp_path, spec):
     data = json.loads(written.read_text())
     assert data["tensorrt_version"] == "10.13.3.9" and data["compute_capability"] == "8.9"
     assert data["profiles"]["INPUT_IDS"] == [[1, 1], [32, 32], [32, 32]]
+    assert data["layer_precisions"] == {"layers": 12, "by_dtype": {"FP16": 9, "FP32": 3}, "quantize": 0,
+                                        "dequantize": 0, "casts": 2}  # fmt: skip
+    assert data["schema"] == 2 and data["strongly_typed"] and data["onnx_origin"] == "repository"
     assert meta.max_batch_size == 32
     assert meta.runtime == RUNTIME
 
@@ -158,38 +169,62 @@ def test_is_up_to_date_tracks_onnx_trt_gpu_precision_and_profile(tmp_path, spec)
     assert not is_up_to_date(plan, onnx, spec, "text_encoder", "fp16", RUNTIME)
 
 
-# --- precision, plan naming, arguments --------------------------------------------------------------
+# --- precision, graph sources, plan naming, arguments ------------------------------------------------
 
 
 def test_build_engine_rejects_unknown_precision_before_touching_tensorrt(tmp_path, spec):
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"x")
+    settings = BuildSettings(workspace_mib=1, timing_cache=None, runtime=RUNTIME)
     with pytest.raises(EngineError, match=r"precision 'bf16'.*fp32.*fp16.*int8"):
-        build_engine(onnx, tmp_path / "m.plan", spec, "image_encoder", precision="bf16", workspace_mib=1,
-                     timing_cache=tmp_path / "t.cache")  # fmt: skip
-
-
-def test_int8_needs_calibration_data_or_cache(tmp_path, spec):
-    onnx = tmp_path / "m.onnx"
-    onnx.write_bytes(b"x")
-    with pytest.raises(EngineError, match="INT8 needs calibration data"):
-        build_engine(onnx, tmp_path / "m.plan", spec, "image_encoder", precision="int8", workspace_mib=1,
-                     timing_cache=tmp_path / "t.cache", calibration_cache=tmp_path / "none.cache")  # fmt: skip
-
-
-def test_missing_onnx_names_the_command(tmp_path, spec):
+        build_engine(onnx, tmp_path / "m.plan", spec, "image_encoder", precision="bf16", settings=settings)
     with pytest.raises(EngineError, match=r"missing ONNX graph .*`trimodal build`"):
         build_engine(tmp_path / "nope.onnx", tmp_path / "m.plan", spec, "image_encoder", precision="fp16",
-                     workspace_mib=1, timing_cache=tmp_path / "t.cache")  # fmt: skip
-    with pytest.raises(EngineError, match=r"missing ONNX graph\(s\)"):
-        build_all(spec, tmp_path, tmp_path / "repo", runtime=RUNTIME)
+                     settings=settings)  # fmt: skip
 
 
-def test_build_all_validates_precision_and_workspace(tmp_path, spec):
+def test_graph_names_per_precision_in_the_repository_and_a_build_folder(tmp_path):
+    repo = GraphSource(tmp_path / "models")
+    assert repo.graph("text_encoder", "fp32") == tmp_path / "models/text_encoder/1/model.onnx"
+    assert repo.graph("text_encoder", "fp16") == tmp_path / "models/text_encoder/1/model.fp16.onnx"
+    assert repo.graph("text_encoder", "int8") == tmp_path / "models/text_encoder/1/model.int8.onnx"
+    build = GraphSource(tmp_path / "models", tmp_path / "build")
+    assert build.graph("text_encoder", "fp32") == tmp_path / "build/onnx/text_encoder.onnx"
+    assert build.graph("text_encoder", "int8") == tmp_path / "build/onnx/text_encoder.int8.onnx"
+    assert (repo.origin, build.origin) == ("repository", "build")
+    with pytest.raises(
+        EngineError, match=r"missing fp16 ONNX graph .*model\.fp16\.onnx .*never trains.*`trimodal build`"
+    ):
+        repo.existing_graph("text_encoder", "fp16")
+
+
+def test_engine_precision_comes_from_the_flag_then_pipeline_yaml(spec):
+    assert engine_precision(spec, "image_encoder") == spec.precision
+    assert engine_precision(spec, "image_encoder", "int8") == "int8"
     with pytest.raises(EngineError, match="precision 'fp8'"):
-        build_all(spec, tmp_path, tmp_path, precision="fp8", runtime=RUNTIME)
+        engine_precision(spec, "image_encoder", "fp8")
+
+
+def test_build_all_locates_every_graph_before_tensorrt(tmp_path, spec):
+    with pytest.raises(EngineError, match=r"image_encoder: missing fp16 ONNX graph"):
+        build_all(spec, tmp_path / "repo", runtime=RUNTIME)
+    with pytest.raises(EngineError, match="precision 'fp8'"):
+        build_all(spec, tmp_path, precision="fp8", runtime=RUNTIME)
     with pytest.raises(EngineError, match="unknown engine model"):
-        build_all(spec, tmp_path, tmp_path, models=["multimodal"], runtime=RUNTIME)
+        build_all(spec, tmp_path, models=["multimodal"], runtime=RUNTIME)
+    with pytest.raises(EngineError, match="workspace must be a positive"):
+        build_all(spec, tmp_path, workspace=-1, runtime=RUNTIME)
+
+
+def test_spec_must_have_rendered_the_repository(tmp_path, spec):
+    render(spec, tmp_path)
+    check_spec_matches_repository(spec, tmp_path, tmp_path / "pipeline.yaml")
+    other = with_changes(spec, serving__models__audio_encoder={"max_batch_size": 64})
+    with pytest.raises(EngineError, match=r"audio_encoder/config\.pbtxt was not rendered from /x/pipeline\.yaml"):
+        check_spec_matches_repository(other, tmp_path, Path("/x/pipeline.yaml"))
+    (tmp_path / "image_encoder" / "config.pbtxt").unlink()
+    with pytest.raises(EngineError, match=r"image_encoder/config\.pbtxt is missing"):
+        check_spec_matches_repository(spec, tmp_path)
 
 
 def test_plan_paths_single_and_per_architecture(tmp_path, spec):
@@ -201,10 +236,97 @@ def test_plan_paths_single_and_per_architecture(tmp_path, spec):
         plan_path_for(tmp_path, other, "image_encoder", RUNTIME)
 
 
-def test_cache_paths_are_specific_to_trt_gpu_and_graph(tmp_path):
-    assert timing_cache_path(tmp_path, RUNTIME).name == "timing-trt10.13.3.9-sm89.cache"
-    assert timing_cache_path(tmp_path, RUNTIME).parent == tmp_path / "engines"
-    assert calibration_cache_path(tmp_path, "audio_encoder", "f" * 64).name == "audio_encoder-ffffffffffff.int8.cache"
+def test_timing_cache_is_specific_to_trt_and_gpu(tmp_path):
+    assert timing_cache_path(tmp_path, RUNTIME) == tmp_path / "timing-trt10.13.3.9-sm89.cache"
+
+
+# --- layer precisions ------------------------------------------------------------------------------------
+
+
+def fake_network(layers):
+    """An object with the INetworkDefinition calls summarize_network makes: (layer type, first output dtype)."""
+
+    def layer(kind, dtype):
+        output = SimpleNamespace(dtype=_Enum(dtype))
+        return SimpleNamespace(type=_Enum(kind), num_outputs=1 if dtype else 0, get_output=lambda i: output)
+
+    built = [layer(k, d) for k, d in layers]
+    return SimpleNamespace(num_layers=len(built), get_layer=lambda i: built[i])
+
+
+def test_layer_precisions_count_layers_by_output_type():
+    network = fake_network([("CAST", "HALF"), ("CONVOLUTION", "HALF"), ("SHAPE", "INT64"), ("CAST", "FLOAT"),
+                            ("QUANTIZE", "INT8"), ("DEQUANTIZE", "HALF"), ("ASSERTION", None)])  # fmt: skip
+    layers = summarize_network(network)
+    assert layers == LayerPrecisions(7, {"FP16": 3, "INT64": 1, "FP32": 1, "INT8": 1}, 1, 1, 2)
+    assert layers.count("FP16", "BF16") == 3
+    assert layers.summary() == "7 layers: FP16 3, INT64 1, FP32 1, INT8 1; 1 Q / 1 DQ, 2 casts"
+    assert LayerPrecisions.from_dict(layers.to_dict()) == layers
+
+
+def test_graph_precision_must_match_the_requested_one(tmp_path):
+    fp32 = LayerPrecisions(10, {"FP32": 9, "INT64": 1})
+    fp16 = LayerPrecisions(10, {"FP16": 8, "FP32": 2}, casts=2)
+    int8 = LayerPrecisions(10, {"INT8": 2, "FP16": 6, "FP32": 2}, quantize=2, dequantize=2)
+    check_graph_precision(fp32, "fp32", tmp_path / "model.onnx", "m")
+    check_graph_precision(fp16, "fp16", tmp_path / "model.fp16.onnx", "m")
+    check_graph_precision(int8, "int8", tmp_path / "model.int8.onnx", "m")
+    with pytest.raises(EngineError, match=r"model\.fp16\.onnx has no FP16 layer, so it is not an fp16 graph"):
+        check_graph_precision(fp32, "fp16", tmp_path / "model.fp16.onnx", "m")
+    with pytest.raises(EngineError, match="has no Q/DQ layer pair"):
+        check_graph_precision(fp16, "int8", tmp_path / "model.int8.onnx", "m")
+    with pytest.raises(EngineError, match="8 half-precision and 0 quantize layers"):
+        check_graph_precision(fp16, "fp32", tmp_path / "model.onnx", "m")
+
+
+# --- the TensorRT version from libnvinfer (the serving image has no Python bindings) --------------------------
+
+
+class FakeLibrary:
+    """A ctypes library exporting some of NvInferRuntime*.h's version functions."""
+
+    def __init__(self, **functions):
+        for name, value in functions.items():
+            setattr(self, name, _CFunction(value))
+
+
+class _CFunction:
+    def __init__(self, value):
+        self.value, self.restype = value, None
+
+    def __call__(self):
+        return self.value
+
+
+def test_libnvinfer_version_from_the_four_part_functions(monkeypatch):
+    library = FakeLibrary(getInferLibMajorVersion=11, getInferLibMinorVersion=4, getInferLibPatchVersion=0,
+                          getInferLibBuildVersion=9, getInferLibVersion=110400)  # fmt: skip
+    monkeypatch.setattr(runtime, "_load_libnvinfer", lambda: (library, "libnvinfer.so.11"))
+    assert libnvinfer_version() == "11.4.0.9"
+    assert library.getInferLibMajorVersion.restype is not None
+
+
+def test_libnvinfer_version_from_get_infer_lib_version(monkeypatch):
+    library = FakeLibrary(getInferLibVersion=101303)
+    monkeypatch.setattr(runtime, "_load_libnvinfer", lambda: (library, "libnvinfer.so.10"))
+    assert libnvinfer_version() == "10.13.3"
+    monkeypatch.setattr(runtime, "_load_libnvinfer", lambda: (FakeLibrary(), "libfoo.so"))
+    with pytest.raises(EngineError, match=r"libfoo\.so exports no getInferLibVersion"):
+        libnvinfer_version()
+
+
+def test_missing_libnvinfer_names_what_was_tried(monkeypatch):
+    monkeypatch.setenv(runtime.LIBNVINFER_ENV, "/nowhere/libnvinfer.so.11")
+    with pytest.raises(EngineError, match=r"no TensorRT library here \(tried /nowhere/libnvinfer\.so\.11"):
+        libnvinfer_version()
+
+
+def test_same_tensorrt_version_ignores_a_missing_build_number():
+    assert same_tensorrt_version("10.13.3.9", "10.13.3.9")
+    assert same_tensorrt_version("10.13.3.9", "10.13.3")
+    assert not same_tensorrt_version("10.13.3.9", "10.13.3.10")
+    assert not same_tensorrt_version("10.13.3.9", "10.14.0")
+    assert not same_tensorrt_version("10.13", "10.13")
 
 
 # --- engine inspection and pipeline orchestration ---------------------------------------------------
@@ -249,93 +371,6 @@ def test_engine_io_maps_trt_dtypes_and_drops_batch():
         trt_dtype_name("INT4")
 
 
-class FakePolygraphy:
-    """Stands in for polygraphy.backend.trt: records the config and returns a plan naming the model."""
-
-    def __init__(self, spec, model):
-        self.inputs = [t.name for t in contract.model_io(spec)[model].inputs]
-        self.config = None
-        self.calibrator = None
-
-    def network_from_onnx_path(self, path):
-        net = type("Net", (), {"num_inputs": len(self.inputs), "get_input": lambda _, i: _Enum(self.inputs[i])})()
-        return lambda: (None, net, None)
-
-    class Profile(dict):
-        def add(self, name, min, opt, max):
-            self[name] = (min, opt, max)
-
-    def CreateConfig(self, **arguments):  # noqa: N802
-        self.config = arguments
-        return arguments
-
-    def Calibrator(self, data, cache, BaseClass):  # noqa: N802, N803
-        self.calibrator = (list(data), cache, BaseClass)
-        return "calibrator"
-
-    def EngineBytesFromNetwork(self, network, config, save_timing_cache):  # noqa: N802
-        def build():
-            Path(save_timing_cache).write_bytes(b"timing")
-            return b"plan bytes"
-
-        return build
-
-
-class _Logger:
-    WARNING = 2
-
-    def __init__(self, level):
-        self.level = level
-
-
-def fake_tensorrt(spec, model):
-    """Stands in for tensorrt: deserializes any plan into an engine with the model's contract tensors."""
-    io = contract.model_io(spec)[model]
-    tensors = {t.name: ("INPUT", "INT64" if t.dtype == "INT64" else "FLOAT", (-1, *t.dims)) for t in io.inputs}
-    tensors |= {t.name: ("OUTPUT", "FLOAT", (-1, *t.dims)) for t in io.outputs}
-    runtime = SimpleNamespace(deserialize_cuda_engine=lambda plan: FakeEngine(tensors))
-    return SimpleNamespace(
-        __version__=RUNTIME.tensorrt_version,
-        MemoryPoolType=SimpleNamespace(WORKSPACE="workspace"),
-        Logger=_Logger,
-        Runtime=lambda logger: runtime,
-        IInt8EntropyCalibrator2=object,
-    )
-
-
-def test_build_all_with_a_fake_tensorrt_writes_plans_metadata_and_caches(monkeypatch, tmp_path, spec):
-    from trimodal.tensorrt import builder
-
-    model = "text_encoder"
-    polygraphy = FakePolygraphy(spec, model)
-    trt = fake_tensorrt(spec, model)
-    monkeypatch.setattr(builder, "import_tensorrt", lambda: trt)
-    monkeypatch.setattr(builder, "import_polygraphy_trt", lambda: polygraphy)
-    onnx = tmp_path / "build" / "onnx" / f"{model}.onnx"
-    onnx.parent.mkdir(parents=True)
-    onnx.write_bytes(b"graph")
-    repo = tmp_path / "repo"
-    [meta] = build_all(spec, tmp_path / "build", repo, "fp16", 64, models=[model], progress=False, runtime=RUNTIME)
-    plan = repo / model / "1" / "model.plan"
-    assert plan.read_bytes() == b"plan bytes" and read_metadata(plan) == meta
-    assert (meta.model, meta.precision, meta.workspace_mib, meta.onnx_sha256) == (model, "fp16", 64, sha256_file(onnx))
-    assert meta.inputs == contract.model_io(spec)[model].inputs and meta.profiles == profile_shapes(spec, model)
-    config = polygraphy.config
-    assert config["fp16"] and config["tf32"] and "int8" not in config and "load_timing_cache" not in config
-    assert config["memory_pool_limits"] == {"workspace": 64 << 20}
-    assert config["profiles"][0] == {name: tuple(shapes) for name, shapes in profile_shapes(spec, model).items()}
-    assert timing_cache_path(tmp_path / "build", RUNTIME).read_bytes() == b"timing"
-    assert is_up_to_date(plan, onnx, spec, model, "fp16", RUNTIME)
-    # INT8 with an existing calibration cache: no calibration data, the cache is handed to the calibrator
-    cache = calibration_cache_path(tmp_path / "build", model, sha256_file(onnx))
-    cache.write_bytes(b"scales")
-    build_all(spec, tmp_path / "build", repo, "int8", models=[model], progress=False, runtime=RUNTIME)
-    assert polygraphy.config["int8"] and polygraphy.config["fp16"] and polygraphy.config["tf32"]
-    assert polygraphy.config["load_timing_cache"] == str(timing_cache_path(tmp_path / "build", RUNTIME))
-    assert polygraphy.calibrator == ([], str(cache), object)
-    assert read_metadata(plan).precision == "int8"
-
-
 def test_run_models_feeds_encoder_outputs_to_the_fusion_head(spec):
     n = 5
     size, audio = spec.modalities.image.size, spec.modalities.audio
@@ -372,11 +407,11 @@ def make_split(texts, labels):
 
 def test_subset_is_deterministic_sorted_and_bounded():
     split = make_split([f"text {i}" for i in range(10)], list(range(10)))
-    images, texts, audio, labels = calibration.subset(split, 4, seed=0)
+    images, texts, audio, labels = samples.subset(split, 4, seed=0)
     assert labels.dtype == np.int64 and len(labels) == 4 and list(labels) == sorted(labels)
     assert texts == [f"text {i}" for i in labels] and images == [b""] * 4 and audio == [b""] * 4
-    assert calibration.subset(split, 4, seed=0)[3].tolist() == labels.tolist()
-    assert calibration.subset(split, 50, seed=0)[3].tolist() == list(range(10))
+    assert samples.subset(split, 4, seed=0)[3].tolist() == labels.tolist()
+    assert samples.subset(split, 50, seed=0)[3].tolist() == list(range(10))
 
 
 def test_encoder_inputs_preprocess_the_split_in_contract_dtypes(monkeypatch, tmp_path, spec):
@@ -384,7 +419,10 @@ def test_encoder_inputs_preprocess_the_split_in_contract_dtypes(monkeypatch, tmp
 
     loaded = make_split(["seven", ""], [7, 3])
     monkeypatch.setattr(dataset, "load_split", lambda root, split: loaded)
-    tensors, labels = calibration.encoder_inputs(spec, tmp_path, "test", 10)
+    with pytest.raises(EngineError, match=r"no dataset in .*data: mount the build folder with --build-dir"):
+        samples.encoder_inputs(spec, tmp_path, "test", 10)
+    (tmp_path / "data").mkdir()
+    tensors, labels = samples.encoder_inputs(spec, tmp_path, "test", 10, repo_dir=tmp_path / "no-repo")
     assert labels.tolist() == [7, 3]
     ios = contract.model_io(spec)
     for model in ("preprocess_image", "preprocess_text", "preprocess_audio"):
@@ -395,14 +433,15 @@ def test_encoder_inputs_preprocess_the_split_in_contract_dtypes(monkeypatch, tmp
     assert tensors[contract.IMAGE_MASK].reshape(-1).tolist() == [0.0, 0.0]
     monkeypatch.setattr(dataset, "load_split", lambda root, split: make_split([], []))
     with pytest.raises(EngineError, match=r"test split .* is empty"):
-        calibration.encoder_inputs(spec, tmp_path, "test", 10)
+        samples.encoder_inputs(spec, tmp_path, "test", 10)
 
 
 # --- lazy imports -----------------------------------------------------------------------------------
 
 
 def test_importing_the_tensorrt_modules_does_not_import_heavy_modules():
-    modules = ("accuracy", "builder", "calibration", "metadata", "plans", "preflight", "profiles", "runtime")
+    modules = ("accuracy", "builder", "layers", "metadata", "plans", "preflight", "profiles", "runtime", "samples",
+               "sources")  # fmt: skip
     code = (
         "import sys; " + "; ".join(f"import trimodal.tensorrt.{name}" for name in modules) + "; "
         "heavy = [m for m in ('tensorrt', 'polygraphy', 'onnxruntime', 'torch') if m in sys.modules]; "
@@ -412,11 +451,37 @@ def test_importing_the_tensorrt_modules_does_not_import_heavy_modules():
     assert out.stdout.strip() == ""
 
 
-def test_detect_runtime_without_tensorrt_says_where_to_build():
+def test_detect_runtime_without_tensorrt_says_where_to_run(monkeypatch):
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        with pytest.raises(EngineError, match="engine-builder"):
+        monkeypatch.setenv(runtime.LIBNVINFER_ENV, "/nowhere/libnvinfer.so.11")
+        with pytest.raises(EngineError, match="inside the serving or engine-builder container"):
             detect_runtime()
     else:  # pragma: no cover - only inside NVIDIA's containers
         pytest.skip("tensorrt is installed here")
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+
+def test_build_target_gpu_points_to_build_engines():
+    from typer.testing import CliRunner
+
+    from trimodal.cli import app
+
+    result = CliRunner().invoke(app, ["build", "--target", "gpu"])
+    assert result.exit_code == 1
+    assert "`trimodal build-engines`" in result.output
+
+
+def test_build_engines_has_the_gpu_build_options(monkeypatch):
+    from typer.testing import CliRunner
+
+    from trimodal.cli import app
+
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, ["build-engines", "--help"])
+    assert result.exit_code == 0
+    for option in ("--repository", "--build-dir", "--precision", "--workspace", "--force", "--spec"):
+        assert option in result.output

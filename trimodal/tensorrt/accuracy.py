@@ -17,13 +17,13 @@ import numpy as np
 
 from trimodal.contract import ENCODERS, FUSION, PROBABILITIES
 from trimodal.errors import EngineError
-from trimodal.layout import BuildLayout
 from trimodal.runtime.pipeline import Feeds, InferFn, ort_infer, run_models
 from trimodal.spec import PipelineSpec
-from trimodal.tensorrt.calibration import encoder_inputs
 from trimodal.tensorrt.metadata import read_metadata
 from trimodal.tensorrt.plans import REBUILD_COMMAND, plan_path_for
-from trimodal.tensorrt.runtime import RuntimeInfo, detect_runtime, import_polygraphy_trt
+from trimodal.tensorrt.runtime import RuntimeInfo, detect_runtime, import_polygraphy_trt, import_tensorrt
+from trimodal.tensorrt.samples import encoder_inputs
+from trimodal.tensorrt.sources import GraphSource
 
 LOGGER = logging.getLogger(__name__)
 
@@ -142,17 +142,20 @@ def trt_infer(plans: dict[str, Path]) -> tuple[InferFn, Callable[[], None]]:
         ``(infer, close)``; ``close()`` releases the runners.
 
     Raises:
-        EngineError: if Polygraphy is not installed.
+        EngineError: if Polygraphy is not installed; ``infer`` raises it when a plan cannot run.
     """
     polygraphy = import_polygraphy_trt()
     runners: dict[str, Any] = {}
 
     def infer(model: str, feeds: Feeds) -> Feeds:
-        if model not in runners:
-            runner = polygraphy.TrtRunner(polygraphy.EngineFromBytes(plans[model].read_bytes()))
-            runner.activate()
-            runners[model] = runner
-        outputs = runners[model].infer(feeds)
+        try:
+            if model not in runners:
+                runner = polygraphy.TrtRunner(polygraphy.EngineFromBytes(plans[model].read_bytes()))
+                runner.activate()
+                runners[model] = runner
+            outputs = runners[model].infer(feeds)
+        except Exception as exc:  # Polygraphy, TensorRT and CUDA raise their own types
+            raise EngineError(f"TensorRT cannot run {plans[model]}: {type(exc).__name__}: {exc}") from exc
         return {name: np.array(value, copy=True) for name, value in outputs.items()}
 
     def close() -> None:
@@ -179,11 +182,29 @@ def _served_plans(spec: PipelineSpec, repo_dir: Path, runtime: RuntimeInfo) -> t
     return plans, precisions.pop()
 
 
-def _check_graphs(build: BuildLayout) -> None:
-    """Refuse missing ONNX graphs (the reference side) before preprocessing anything."""
-    missing = [str(build.onnx_file(m)) for m in ENCODERS if not build.onnx_file(m).exists()]
-    if missing:
-        raise EngineError(f"missing {', '.join(missing)}: run `trimodal build` first")
+def unavailable_reason() -> str | None:
+    """Why the accuracy check cannot run in this process, or None when it can.
+
+    It needs TensorRT's Python bindings and Polygraphy, which the serving image does not have.
+    """
+    try:
+        import_tensorrt()
+        import_polygraphy_trt()
+    except EngineError as exc:
+        return str(exc)
+    return None
+
+
+def reference_graphs(repo_dir: Path, build_dir: Path | None) -> GraphSource:
+    """Where the fp32 reference graphs are: next to the plans in the repository, else in the build folder.
+
+    Raises:
+        EngineError: if neither has every fp32 graph.
+    """
+    for source in (GraphSource(Path(repo_dir)), *([GraphSource(Path(repo_dir), Path(build_dir))] if build_dir else [])):
+        if all(source.graph(m, "fp32").is_file() for m in ENCODERS):
+            return source
+    raise EngineError(f"missing fp32 ONNX graphs in {repo_dir} (and no build folder has them): run `trimodal build`")
 
 
 def verify_accuracy(
@@ -195,15 +216,18 @@ def verify_accuracy(
     runtime: RuntimeInfo | None = None,
     tolerances: dict[str, Tolerance] | None = None,
 ) -> AccuracyReport:
-    """Run the built plans (TensorRT) and the ONNX graphs (ONNX Runtime) on a sample of the test split.
+    """Run the built plans (TensorRT) and the fp32 ONNX graphs (ONNX Runtime) on a sample of the test split.
 
     The same preprocessed inputs go through the three encoders and the fusion head on each side; the
-    fusion head of each side gets that side's features. Needs TensorRT and a GPU.
+    fusion head of each side gets that side's features. Needs TensorRT's Python bindings, Polygraphy and a GPU
+    (the engine-builder image on a GPU host); the serving image skips it (:func:`unavailable_reason`).
 
     Args:
         spec: the pipeline spec.
-        repo_dir: the model repository with the plans (the ones Triton would load on this GPU).
-        build_dir: the build folder (``onnx/`` and the dataset).
+        repo_dir: the model repository with the plans (the ones Triton would load on this GPU), the fp32
+            graphs and the tokenizer.
+        build_dir: the build folder holding the dataset (and fp32 graphs in ``onnx/`` if the repository
+            has none).
         samples: how many test samples.
         runtime: the TensorRT/GPU (detected when None); picks per-architecture plans.
         tolerances: thresholds per precision (default :data:`DEFAULT_TOLERANCES`).
@@ -216,12 +240,11 @@ def verify_accuracy(
     """
     runtime = runtime or detect_runtime()
     plans, precision = _served_plans(spec, repo_dir, runtime)
-    build = BuildLayout(Path(build_dir))
-    _check_graphs(build)
+    graphs = reference_graphs(Path(repo_dir), Path(build_dir))
     batch = min(spec.serving.resolved(m).max_batch_size for m in ENCODERS)
-    tensors, labels = encoder_inputs(spec, build.root, "test", samples)
-    LOGGER.info("accuracy check: %d test samples, %s engines vs ONNX Runtime", len(labels), precision)
-    reference = run_models(spec, tensors, ort_infer(build.onnx_file), batch)
+    tensors, labels = encoder_inputs(spec, Path(build_dir), "test", samples, repo_dir=Path(repo_dir))
+    LOGGER.info("accuracy check: %d test samples, %s engines vs fp32 ONNX Runtime", len(labels), precision)
+    reference = run_models(spec, tensors, ort_infer(lambda model: graphs.graph(model, "fp32")), batch)
     infer, close = trt_infer(plans)
     try:
         candidate = run_models(spec, tensors, infer, batch)
@@ -232,4 +255,7 @@ def verify_accuracy(
     return report
 
 
-__all__ = ["DEFAULT_TOLERANCES", "AccuracyReport", "Tolerance", "compare_outputs", "trt_infer", "verify_accuracy"]
+__all__ = [
+    "DEFAULT_TOLERANCES", "AccuracyReport", "Tolerance", "compare_outputs", "trt_infer", "unavailable_reason",
+    "verify_accuracy",
+]  # fmt: skip

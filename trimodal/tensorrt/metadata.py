@@ -16,12 +16,13 @@ from typing import Any
 
 from trimodal.contract import TensorSpec
 from trimodal.errors import EngineError
+from trimodal.tensorrt.layers import LayerPrecisions
 from trimodal.tensorrt.profiles import ShapeRange
 from trimodal.tensorrt.runtime import RuntimeInfo
 
 LOGGER = logging.getLogger(__name__)
 
-METADATA_SCHEMA = 1
+METADATA_SCHEMA = 2  # 2: strongly typed builds (graph origin, per-layer precision summary)
 METADATA_SUFFIX = ".json"
 
 # TensorRT DataType enum names -> Triton/KServe dtype names (as used in trimodal.contract).
@@ -43,7 +44,9 @@ class PlanMetadata:
     """What a plan was built from and for; written as JSON next to the plan (``model.plan.json``).
 
     ``inputs``/``outputs`` are read back from the built engine (dims without the batch dimension, -1 for a
-    dynamic dim), so the checker can compare a plan with its config.pbtxt without TensorRT.
+    dynamic dim), so the checker can compare a plan with its config.pbtxt without TensorRT. ``onnx_file`` is
+    the graph's file name, found next to the plan (``onnx_origin == "repository"``) or in a build folder's
+    ``onnx/`` (``"build"``); ``layer_precisions`` counts the strongly typed network's layers per type.
     """
 
     model: str
@@ -62,6 +65,9 @@ class PlanMetadata:
     built_at: str
     build_seconds: float = 0.0
     builder: str = "trimodal"
+    onnx_origin: str = "repository"
+    strongly_typed: bool = True
+    layer_precisions: LayerPrecisions | None = None
     schema: int = METADATA_SCHEMA
 
     @property
@@ -80,6 +86,7 @@ class PlanMetadata:
         data["profiles"] = {name: [list(s) for s in shapes] for name, shapes in self.profiles.items()}
         data["inputs"] = [_tensor_to_dict(t) for t in self.inputs]
         data["outputs"] = [_tensor_to_dict(t) for t in self.outputs]
+        data["layer_precisions"] = None if self.layer_precisions is None else self.layer_precisions.to_dict()
         return data
 
     @classmethod
@@ -98,6 +105,8 @@ class PlanMetadata:
             values["profiles"] = _profiles_from_dict(data["profiles"])
             values["inputs"] = tuple(_tensor_from_dict(t) for t in data["inputs"])
             values["outputs"] = tuple(_tensor_from_dict(t) for t in data["outputs"])
+            layers = data.get("layer_precisions")
+            values["layer_precisions"] = None if layers is None else LayerPrecisions.from_dict(layers)
             return cls(**values)
         except (KeyError, TypeError, ValueError) as exc:
             raise EngineError(f"malformed plan metadata ({type(exc).__name__}: {exc})") from None

@@ -1,11 +1,13 @@
 """Where plans and builder caches live, and whether a plan is current (no TensorRT needed).
 
-Layout written by :func:`trimodal.tensorrt.builder.build_all`::
+Layout written by :func:`trimodal.tensorrt.builder.build_all` (``trimodal build-engines``)::
 
-    model_repository/<model>/1/model.plan          (or model_sm86.plan when per-architecture plans are listed)
-    model_repository/<model>/1/model.plan.json     metadata: TensorRT version, GPU, profiles, precision, hashes
-    build/engines/timing-trt<version>-sm<cc>.cache persistent timing cache (shared by all models)
-    build/engines/<model>-<onnx sha>.int8.cache    INT8 entropy-calibration cache
+    model_repository/<model>/1/model.<precision>.onnx  the graph it is built from (model.onnx for fp32)
+    model_repository/<model>/1/model.plan              (or model_sm86.plan when per-architecture plans are listed)
+    model_repository/<model>/1/model.plan.json         metadata: TensorRT version, GPU, profiles, precision,
+                                                       graph hash, per-layer precision summary
+    <cache dir>/timing-trt<version>-sm<cc>.cache       persistent timing cache (shared by all models), kept in
+                                                       <build dir>/engines/ when a build folder is mounted
 """
 
 from __future__ import annotations
@@ -14,27 +16,17 @@ import logging
 from pathlib import Path
 
 from trimodal.errors import EngineError
-from trimodal.layout import BuildLayout, RepositoryLayout
+from trimodal.layout import RepositoryLayout
 from trimodal.spec import PipelineSpec
 from trimodal.tensorrt.metadata import read_metadata, sha256_file
 from trimodal.tensorrt.profiles import profile_shapes
 from trimodal.tensorrt.runtime import RuntimeInfo
+from trimodal.tensorrt.sources import PRECISIONS, check_precision
 from trimodal.triton.config import plan_filename
 
 LOGGER = logging.getLogger(__name__)
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-REBUILD_COMMAND = "trimodal build --target gpu"
-
-
-def check_precision(precision: str) -> None:
-    """Refuse a precision the builder does not know.
-
-    Raises:
-        EngineError: naming the precisions it knows.
-    """
-    if precision not in PRECISIONS:
-        raise EngineError(f"precision {precision!r}: expected one of {list(PRECISIONS)}")
+REBUILD_COMMAND = "trimodal build-engines"
 
 
 def plan_path_for(repo_dir: Path, spec: PipelineSpec, model: str, runtime: RuntimeInfo, version: int = 1) -> Path:
@@ -75,11 +67,9 @@ def is_up_to_date(
     )
 
 
-def timing_cache_path(build_dir: Path, runtime: RuntimeInfo) -> Path:
-    """The persistent timing cache for one TensorRT version and GPU architecture."""
-    return BuildLayout(Path(build_dir)).engines / f"timing-trt{runtime.tensorrt_version}-{runtime.sm}.cache"
+def timing_cache_path(cache_dir: Path, runtime: RuntimeInfo) -> Path:
+    """The persistent timing cache for one TensorRT version and GPU architecture, in ``cache_dir``."""
+    return Path(cache_dir) / f"timing-trt{runtime.tensorrt_version}-{runtime.sm}.cache"
 
 
-def calibration_cache_path(build_dir: Path, model: str, onnx_sha256: str) -> Path:
-    """The INT8 calibration cache of one ONNX graph (a re-exported graph gets a fresh cache)."""
-    return BuildLayout(Path(build_dir)).engines / f"{model}-{onnx_sha256[:12]}.int8.cache"
+__all__ = ["PRECISIONS", "REBUILD_COMMAND", "check_precision", "is_up_to_date", "plan_path_for", "timing_cache_path"]

@@ -28,7 +28,8 @@ from trimodal.spec import PipelineSpec
 from trimodal.tensorrt.metadata import PlanMetadata, metadata_path, read_metadata, sha256_file
 from trimodal.tensorrt.plans import REBUILD_COMMAND
 from trimodal.tensorrt.profiles import ShapeRange, profile_shapes
-from trimodal.tensorrt.runtime import RuntimeInfo, detect_runtime
+from trimodal.tensorrt.runtime import RuntimeInfo, detect_runtime, same_tensorrt_version
+from trimodal.tensorrt.sources import engine_precision
 
 LOGGER = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def _check_runtime(plan: _Plan, meta: PlanMetadata, runtime: RuntimeInfo | None)
     if runtime is None:
         return []
     problems: list[Problem] = []
-    if meta.tensorrt_version != runtime.tensorrt_version:
+    if not same_tensorrt_version(meta.tensorrt_version, runtime.tensorrt_version):
         problems.append(plan.problem(
             f"{plan.rel} was built with TensorRT {meta.tensorrt_version} but this server runs TensorRT "
             f"{runtime.tensorrt_version}, so Triton would fail to deserialize it (\"magic tag\" / version "
@@ -276,20 +277,26 @@ def _check_profile(spec: PipelineSpec, plan: _Plan, meta: PlanMetadata) -> list[
 
 
 def _check_precision(spec: PipelineSpec, plan: _Plan, meta: PlanMetadata) -> list[Problem]:
-    if meta.precision == spec.precision:
+    wanted = engine_precision(spec, plan.model)
+    if meta.precision == wanted:
         return []
     return [plan.problem(
-        f"{plan.rel} is {meta.precision} but pipeline.yaml asks for {spec.precision}; rebuild it with "
+        f"{plan.rel} is {meta.precision} but pipeline.yaml asks for {wanted}; rebuild it with "
         f"{REBUILD} if that is not deliberate", "warning"
     )]  # fmt: skip
 
 
+def _built_from(plan: _Plan, meta: PlanMetadata, onnx_dir: Path | None) -> Path | None:
+    """The graph the plan was built from, where it is now: next to the plan, else in ``onnx_dir``."""
+    candidates = [plan.path.parent / meta.onnx_file] if meta.onnx_origin == "repository" else []
+    candidates += [Path(onnx_dir) / meta.onnx_file] if onnx_dir is not None else []
+    return next((c for c in candidates if c.is_file()), None)
+
+
 def _check_onnx(plan: _Plan, meta: PlanMetadata, onnx_dir: Path | None) -> list[Problem]:
     """Whether the ONNX graph the plan was built from has been re-exported since."""
-    if onnx_dir is None:
-        return []
-    onnx = Path(onnx_dir) / meta.onnx_file
-    if not onnx.exists() or sha256_file(onnx) == meta.onnx_sha256:
+    onnx = _built_from(plan, meta, onnx_dir)
+    if onnx is None or sha256_file(onnx) == meta.onnx_sha256:
         return []
     return [plan.problem(
         f"{plan.rel} was built from an older {onnx.name} (sha256 differs from {onnx}); rebuild it with {REBUILD}"
@@ -392,7 +399,8 @@ def check_engines(
         spec: the pipeline spec (the profiles the plans should have).
         repo_dir: the model repository.
         runtime: the TensorRT version and GPU to check against; detected when None and ``detect``.
-        onnx_dir: when given, plans built from a different ONNX file than the one there are reported.
+        onnx_dir: a build folder's ``onnx/``: plans built from a graph there that changed since are reported
+            (graphs next to the plans in the repository are always compared).
         detect: detect the runtime when ``runtime`` is None (a warning is reported when it cannot be).
         models: the models to check (the encoders and the fusion head).
 

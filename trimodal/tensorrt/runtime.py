@@ -1,13 +1,18 @@
 """The TensorRT version and GPU of this process, and the lazy imports of TensorRT and Polygraphy.
 
-Nothing is imported at module level: the GPU is queried through the CUDA driver (``libcuda``) with ctypes,
-so no Python CUDA package is needed, and TensorRT/Polygraphy are imported only when a function needs them.
+Nothing is imported at module level. The GPU is queried through the CUDA driver (``libcuda``) with ctypes, so
+no Python CUDA package is needed; the TensorRT version comes from the Python ``tensorrt`` module where it is
+installed (the engine builder image) and otherwise from the TensorRT library itself (``libnvinfer``, through
+ctypes: ``getInferLibMajorVersion`` & co. of NvInferRuntime.h), which is how ``trimodal check`` sees the
+TensorRT of the serving image, where Triton's TensorRT backend has the library but Python has no bindings.
 """
 
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +22,9 @@ LOGGER = logging.getLogger(__name__)
 
 _CC_MAJOR = 75  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
 _CC_MINOR = 76  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
+LIBNVINFER_ENV = "TRIMODAL_LIBNVINFER"
+# SONAMEs of TensorRT 11 and 10 (libnvinfer.so.<major>), newest first; then the unversioned development link.
+LIBNVINFER_NAMES = ("libnvinfer.so.11", "libnvinfer.so.10", "libnvinfer.so")
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,74 @@ def _cuda_device(index: int = 0) -> tuple[str, str]:
     return name.value.decode(errors="replace"), f"{major.value}.{minor.value}"
 
 
+def _load_libnvinfer() -> tuple[Any, str]:
+    """The TensorRT library and the name it was loaded by (``TRIMODAL_LIBNVINFER`` first, then the SONAMEs).
+
+    Raises:
+        EngineError: if no libnvinfer can be loaded.
+    """
+    explicit = os.environ.get(LIBNVINFER_ENV)
+    found = ctypes.util.find_library("nvinfer")
+    names = [explicit] if explicit else [*LIBNVINFER_NAMES, *([found] if found else [])]
+    errors = []
+    for name in names:
+        try:
+            return ctypes.CDLL(name), name
+        except OSError as exc:
+            errors.append(str(exc))
+    raise EngineError(
+        f"no TensorRT library here (tried {', '.join(names)}: {'; '.join(errors)}); run this inside the serving "
+        f"or engine-builder container, or set {LIBNVINFER_ENV} to the libnvinfer.so.<major> to use"
+    )
+
+
+def libnvinfer_version() -> str:
+    """The version of the TensorRT library this process can load, as ``tensorrt.__version__`` writes it.
+
+    ``MAJOR.MINOR.PATCH.BUILD`` from ``getInferLibMajorVersion``/``Minor``/``Patch``/``Build`` (TensorRT >= 10),
+    else ``MAJOR.MINOR.PATCH`` decoded from ``getInferLibVersion`` ((MAJOR * 100 + MINOR) * 100 + PATCH).
+
+    Raises:
+        EngineError: if no libnvinfer can be loaded or it exports neither function.
+    """
+    library, name = _load_libnvinfer()
+    parts = []
+    for part in ("Major", "Minor", "Patch", "Build"):
+        function = getattr(library, f"getInferLib{part}Version", None)
+        if function is None:
+            break
+        function.restype = ctypes.c_int32
+        parts.append(str(function()))
+    if len(parts) == 4:
+        return ".".join(parts)
+    function = getattr(library, "getInferLibVersion", None)
+    if function is None:
+        raise EngineError(f"{name} exports no getInferLibVersion: is it TensorRT's libnvinfer?")
+    function.restype = ctypes.c_int32
+    value = int(function())
+    return f"{value // 10000}.{value // 100 % 100}.{value % 100}"
+
+
+def tensorrt_version() -> str:
+    """The TensorRT version of this process: the Python bindings' where importable, else libnvinfer's.
+
+    Raises:
+        EngineError: if neither the bindings nor the library are present.
+    """
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return libnvinfer_version()
+    return str(trt.__version__)
+
+
+def same_tensorrt_version(built: str, running: str) -> bool:
+    """Whether two TensorRT versions are the same release (a version without a build number matches any build)."""
+    a, b = built.split("."), running.split(".")
+    common = min(len(a), len(b), 4)
+    return a[:common] == b[:common] and min(len(a), len(b)) >= 3
+
+
 def detect_runtime(device: int = 0) -> RuntimeInfo:
     """The running TensorRT version and the GPU this process sees.
 
@@ -109,8 +185,8 @@ def detect_runtime(device: int = 0) -> RuntimeInfo:
         The runtime info.
 
     Raises:
-        EngineError: if TensorRT or a GPU is missing.
+        EngineError: if TensorRT (bindings or library) or a GPU is missing.
     """
-    trt = import_tensorrt()
+    version = tensorrt_version()
     gpu_name, cc = _cuda_device(device)
-    return RuntimeInfo(tensorrt_version=str(trt.__version__), gpu_name=gpu_name, compute_capability=cc)
+    return RuntimeInfo(tensorrt_version=version, gpu_name=gpu_name, compute_capability=cc)
