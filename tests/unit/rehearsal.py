@@ -53,8 +53,9 @@ class Owned:
     mode: int = 0o755
 
 
-# Directories every base image has (Debian/Ubuntu-based NGC and Envoy images alike).
-BASE_IMAGE_DIRS = {"/tmp": Owned(0, 0, 0o1777), "/root": Owned(0, 0, 0o700), "/home": Owned(0, 0, 0o755)}
+# Directories every base image has (Debian/Ubuntu-based NGC and Envoy images alike). /root (0700 there) is left
+# out: no deployment command uses it, and this machine's Python may live under it (bound at its own path).
+BASE_IMAGE_DIRS = {"/tmp": Owned(0, 0, 0o1777), "/home": Owned(0, 0, 0o755)}
 
 
 def image_dirs(dockerfile: Path, target: str | None = None) -> tuple[dict[str, Owned], Owned, str]:

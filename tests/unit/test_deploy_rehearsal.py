@@ -152,8 +152,11 @@ class ComposeHost:
         environment = {k: v for k, v in (svc.get("environment") or {}).items() if v is not None}
         environment.update(env or {})
         environment["REHEARSAL_LOG"] = "/rehearsal/log/calls.jsonl"
+        # `config` prints `$$` (a literal `$` for the container) still escaped, so that its output is a valid
+        # compose file; the engine receives one `$`.
+        command = [part.replace("$$", "$") for part in list(svc.get("entrypoint") or []) + list(svc["command"])]
         return Container(
-            argv=argv or list(svc.get("entrypoint") or []) + list(svc["command"]),
+            argv=argv or command,
             uid=uid,
             gid=gid,
             env=environment,
