@@ -198,3 +198,25 @@ def test_dashboard_has_the_required_panels():
     for panel in dashboard["panels"]:
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
+# --- docs ---------------------------------------------------------------------------------------------
+
+
+SAMPLE_PATH = re.compile(r"[\w./*-]*samples/[\w.*-]+\.(?:png|wav|txt|json|jpg)")
+
+
+def sample_paths(text: str) -> list[str]:
+    return sorted(set(SAMPLE_PATH.findall(text)))
+
+
+def test_deploy_docs_name_samples_that_exist():
+    """Every sample file a deploy doc names (run from the repository root) exists."""
+    for doc in sorted((ROOT / "deploy").glob("*.md")):
+        for path in sample_paths(doc.read_text()):
+            assert list(ROOT.glob(path)), f"{doc.relative_to(ROOT)} names {path}, which does not exist"
+
+
+def test_sample_path_check_catches_a_missing_sample():
+    assert sample_paths('trimodal infer --text "seven" --image samples/7.png') == ["samples/7.png"]
+    assert not list(ROOT.glob("samples/7.png"))
