@@ -29,13 +29,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PATH = "/rehearsal/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # /bin, /lib, ... are symlinks into /usr on merged-/usr systems (Debian 12): recreated as such.
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64")
+MAX_PROCESSES = 256  # per run, as RLIMIT_NPROC of the container's uid
 
 
 def unavailable_reason() -> str | None:
     """Why the rehearsal cannot run on this machine, or None when it can."""
     if os.geteuid() != 0:
         return "the deployment rehearsal needs root (a mount namespace and a switch to the container's uid)"
-    for tool in ("unshare", "chroot", "setpriv", "mount"):
+    for tool in ("unshare", "chroot", "setpriv", "mount", "prlimit"):
         if shutil.which(tool) is None:
             return f"{tool} (util-linux/coreutils) is not installed"
     probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, text=True, check=False)
@@ -212,7 +213,8 @@ def run(container: Container, root: Path, timeout: float = 60) -> subprocess.Com
         "/usr/bin/env", "-i", f"--chdir={container.workdir}", *(f"{k}={v}" for k, v in env.items()),
         *container.argv,
     ]  # fmt: skip
-    script.append("exec " + shlex.join(drop))
+    # RLIMIT_NPROC for the container's uid: a runaway command (a fork loop) stops here, not at the machine's limit.
+    script.append("exec " + shlex.join(["prlimit", f"--nproc={MAX_PROCESSES}", *drop]))
     return subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)],
         capture_output=True,

@@ -69,8 +69,8 @@ def dispatcher(tmp: Path) -> Path:
         "#!/bin/sh\n"
         'case "$1" in\n'
         f"  build-engines) shift; exec {shlex.quote(sys.executable)} {shlex.quote(str(DOUBLE))} \"$@\" ;;\n"
-        '  build|render) echo "rehearsal: a deployment command ran `trimodal $1`: it trains or re-renders configs'
-        ' (the GPU path must call build-engines)" >&2; exit 97 ;;\n'
+        "  build|render) echo 'rehearsal: a deployment command ran trimodal '\"$1\"': it trains or re-renders"
+        " configs (the GPU path must call build-engines)' >&2; exit 97 ;;\n"
         "esac\n"
         f'exec {shlex.quote(str(venv_trimodal))} "$@"\n'
     )
@@ -251,3 +251,150 @@ def test_rehearsal_catches_cp_a_into_a_root_owned_volume(tmp_path):
     assert proc.returncode != 0
     assert "preserving times for '/models/.'" in proc.stderr
     assert stat.S_IMODE(volume.stat().st_mode) == 0o1777
+
+
+# ------------------------------------------------------------------------------------------------ Helm
+
+IMAGES = {  # image repository (chart default) -> (Dockerfile, target)
+    "trimodal/engine-builder": (ROOT / "build" / "Dockerfile.engines", None),
+    "trimodal/models": (ROOT / "build" / "Dockerfile.models", None),
+    "trimodal/triton": (ROOT / "build" / "Dockerfile.triton", "triton"),
+}
+
+
+def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk not installed: run `bash deploy/tools.sh`")
+    import yaml
+
+    with helm.Chart.load(str(ROOT / "deploy" / "helm" / "trimodal")) as chart:
+        manifests = chart.render(values, name="trimodal", namespace="inference", is_install=True)
+    return [d for path, text in sorted(manifests.items()) if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
+
+
+def image_content(dockerfile: Path, repository: Path) -> dict[str, Path]:
+    """`COPY model_repository <dest>` in our Dockerfiles: the repository's content, root-owned, at <dest>."""
+    content = {}
+    for line in rehearsal._logical_lines(dockerfile.read_text()) if dockerfile.exists() else []:
+        words = line.split()
+        if words[0].upper() == "COPY" and words[1:2] == ["model_repository"]:
+            content[words[-1].rstrip("/")] = repository
+    return content
+
+
+class Kubelet:
+    """Pods of the rendered chart, as the kubelet would start their init containers / Job containers."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.log = make_dir(tmp / "log", Owned(0, 0, 0o1777)) / "calls.jsonl"
+        self.tools = {"trimodal": dispatcher(make_dir(tmp / "tools", Owned()))}
+        self.image_repository = fake_repository(tmp / "image-content" / "model_repository")
+        self.claims: dict[str, Path] = {}
+
+    def claim(self, name: str, fs_group: int | None) -> Path:
+        """An existing claim, filled beforehand (KUBERNETES.md): the kubelet applies fsGroup when it mounts it."""
+        if name not in self.claims:
+            path = fake_repository(self.tmp / "claims" / name)
+            for p in [path, *path.rglob("*")]:
+                os.chown(p, 1000, fs_group if fs_group is not None else 0)
+                p.chmod(0o2775 if p.is_dir() else 0o664)
+            os.chown(path, 0, fs_group if fs_group is not None else 0)
+            self.claims[name] = path
+        return self.claims[name]
+
+    def volumes(self, pod: dict[str, Any], run: str) -> dict[str, tuple[Path, bool]]:
+        fs_group = pod.get("securityContext", {}).get("fsGroup")
+        out = {}
+        for volume in pod.get("volumes", []):
+            if "emptyDir" in volume:  # kubelet: 0777, group fsGroup + setgid when fsGroup is set
+                owned = Owned(0, fs_group, 0o2777) if fs_group is not None else Owned(0, 0, 0o777)
+                out[volume["name"]] = (make_dir(self.tmp / run / "volumes" / volume["name"], owned), False)
+            elif "persistentVolumeClaim" in volume:
+                pvc = volume["persistentVolumeClaim"]
+                out[volume["name"]] = (self.claim(pvc["claimName"], fs_group), bool(pvc.get("readOnly")))
+        return out
+
+    def container(self, pod: dict[str, Any], c: dict[str, Any], volumes: dict[str, tuple[Path, bool]]) -> Container:
+        repository, _, _tag = c["image"].rpartition(":")
+        dockerfile, target = IMAGES[repository]
+        image, image_user, workdir = image_dirs(dockerfile, target)
+        psc, csc = pod.get("securityContext", {}), c.get("securityContext", {})
+        uid = csc.get("runAsUser", psc.get("runAsUser", image_user.uid))
+        gid = csc.get("runAsGroup", psc.get("runAsGroup", image_user.gid))
+        groups = tuple(dict.fromkeys([gid, *([psc["fsGroup"]] if "fsGroup" in psc else []),
+                                      *psc.get("supplementalGroups", [])]))  # fmt: skip
+        mounts = [Mount(dest, source, read_only=True) for dest, source in image_content(dockerfile,
+                                                                                       self.image_repository).items()]  # fmt: skip
+        for m in c.get("volumeMounts", []):
+            if m["name"] not in volumes:
+                continue
+            source, volume_ro = volumes[m["name"]]
+            if m.get("subPath"):
+                source = make_dir(source / m["subPath"], Owned(0, psc.get("fsGroup", 0), 0o2775))
+            mounts.append(Mount(m["mountPath"], source, read_only=volume_ro or bool(m.get("readOnly"))))
+        mounts.append(Mount("/rehearsal/log", self.log.parent))
+        env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+        env["REHEARSAL_LOG"] = "/rehearsal/log/calls.jsonl"
+        return Container(
+            argv=list(c.get("command", [])) + list(c.get("args", [])),
+            uid=uid, gid=gid, groups=groups, env=env, workdir=c.get("workingDir", workdir), image=image,
+            mounts=mounts, read_only_root=bool(csc.get("readOnlyRootFilesystem")), tools=self.tools,
+        )  # fmt: skip
+
+    def start(self, doc: dict[str, Any], run: str) -> dict[str, tuple[Path, bool]]:
+        """Run a Deployment's init containers (in order) or a Job's containers; return the pod's volumes."""
+        pod = doc["spec"]["template"]["spec"]
+        volumes = self.volumes(pod, run)
+        steps = pod.get("initContainers", []) if doc["kind"] == "Deployment" else pod["containers"]
+        for n, c in enumerate(steps):
+            proc = rehearsal.run(self.container(pod, c, volumes), self.tmp / run / f"root-{n}-{c['name']}")
+            assert proc.returncode == 0, failure(proc, f"{doc['kind']} {doc['metadata']['name']}: {c['name']}")
+        return volumes
+
+
+def triton_models_dir(doc: dict[str, Any], volumes: dict[str, tuple[Path, bool]]) -> Path:
+    pod = doc["spec"]["template"]["spec"]
+    triton = next(c for c in pod["containers"] if c["name"] == "triton")
+    (mount,) = [m for m in triton["volumeMounts"] if m["mountPath"] == "/models"]
+    assert mount.get("readOnly") is True
+    source, _ = volumes[mount["name"]]
+    return source / mount["subPath"] if mount.get("subPath") else source
+
+
+HELM_CASES = {
+    "image": {},
+    "pvc": {"modelRepository": {"source": "pvc", "pvc": {"existingClaim": "models", "accessModes": ["ReadOnlyMany"]}}},
+    "image-no-build": {"engineBuild": {"mode": "none"}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(HELM_CASES))
+def test_helm_init_containers_prepare_what_triton_loads(tmp_path, case):
+    docs = render_chart(HELM_CASES[case])
+    kubelet = Kubelet(tmp_path)
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-triton"))
+    volumes = kubelet.start(deployment, "pod")
+    models = triton_models_dir(deployment, volumes)
+    assert configs(models) == configs(kubelet.image_repository), "Triton must see the repository's own configs"
+    built = plans(models)
+    if case == "image-no-build":
+        assert built == [] and double_calls(kubelet.log) == []
+    else:
+        assert len(built) == 4, built
+        (call,) = double_calls(kubelet.log)
+        assert (call["uid"], call["gid"]) == (1000, 1000)
+
+
+def test_helm_engine_build_job_builds_into_the_claim(tmp_path):
+    values = {
+        "modelRepository": {"source": "pvc", "pvc": {"existingClaim": "models", "accessModes": ["ReadWriteMany"]}},
+        "engineBuild": {"mode": "job"},
+    }
+    docs = render_chart(values)
+    kubelet = Kubelet(tmp_path)
+    job = next(d for d in docs if d["kind"] == "Job")
+    kubelet.start(job, "job")
+    assert len(plans(kubelet.claims["models"])) == 4
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-triton"))
+    volumes = kubelet.start(deployment, "pod")  # no init containers: Triton reads the claim
+    assert triton_models_dir(deployment, volumes) == kubelet.claims["models"]

@@ -437,3 +437,76 @@ def test_release_pinned_once() -> None:
     assert c["image"] == "trimodal/triton:26.11"
     init = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]["initContainers"][0]
     assert init["image"] == "trimodal/engine-builder:26.11", "engines and server from the same release"
+
+
+# ------------------------------------------------------------------------------- issue 12: the GPU path in Helm
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_triton_exports_latency_summaries(variant: str) -> None:
+    """The dashboard's p50/p99 panels read Triton's summaries: compose and the chart both enable them."""
+    assert flag(triton_container(render(variant))["args"], "metrics-config") == "summary_latencies=true"
+
+
+def _engine_build_commands(docs: list[dict[str, Any]]) -> list[str]:
+    commands = []
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "Job"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        for c in pod.get("initContainers", []) + (pod["containers"] if doc["kind"] == "Job" else []):
+            commands.append(" ".join(c.get("command", []) + c.get("args", [])))
+    return commands
+
+
+PVC_VALUES = {"modelRepository": {"source": "pvc", "pvc": {"existingClaim": "models", "accessModes": ["ReadOnlyMany"]}}}
+JOB_VALUES = {
+    "modelRepository": {"source": "pvc", "pvc": {"existingClaim": "models", "accessModes": ["ReadWriteMany"]}},
+    "engineBuild": {"mode": "job"},
+}
+
+
+@pytest.mark.parametrize("values", [{}, PVC_VALUES, JOB_VALUES], ids=["image", "pvc", "job"])
+def test_engine_builds_never_train_or_render(values: dict[str, Any]) -> None:
+    """Builds read the ONNX graphs already in the repository: `trimodal build-engines`, never `trimodal build`."""
+    builds = [c for c in _engine_build_commands(render(**values)) if "trimodal" in c]
+    assert builds, "expected an engine build"
+    for command in builds:
+        assert "trimodal build-engines" in command, command
+        assert not re.search(r"trimodal (build|render)( |$)", command), command
+        assert "--repository /models" in command
+
+
+def test_job_mode_builds_into_an_existing_filled_claim() -> None:
+    """A pre-install hook runs before the chart's own objects exist: the claim must exist (and be filled) first."""
+    docs = render(**JOB_VALUES)
+    job = one(docs, "Job")
+    assert "pre-install" in job["metadata"]["annotations"]["helm.sh/hook"]
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "models"
+    assert "PersistentVolumeClaim" not in kinds(docs), "an empty claim created by the chart cannot feed a build"
+    with pytest.raises(Exception, match="existingClaim"):
+        render(modelRepository={"source": "pvc"}, engineBuild={"mode": "job"})
+    with pytest.raises(Exception, match="ReadWriteMany"):
+        render(modelRepository={"source": "pvc", "pvc": {"existingClaim": "m", "accessModes": ["ReadOnlyMany"]}},
+               engineBuild={"mode": "job"})  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", [["ReadWriteOnce"], ["ReadWriteOncePod"]])
+def test_single_node_claim_is_refused(mode: list[str]) -> None:
+    """Several Triton pods (replicas, autoscaling, the rollout's surge pod) spread over nodes cannot attach a
+    ReadWriteOnce volume (Multi-Attach error on block storage)."""
+    with pytest.raises(Exception, match="Multi-Attach"):
+        render(modelRepository={"source": "pvc", "pvc": {"existingClaim": "m", "accessModes": mode}})
+
+
+def test_default_reads_the_models_image_into_a_pod_local_volume() -> None:
+    docs = render()
+    pod = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]
+    names = [c["name"] for c in pod["initContainers"]]
+    assert names == ["fetch-models", "engine-build"]
+    fetch = pod["initContainers"][0]
+    assert fetch["image"].startswith("trimodal/models:")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["models"]
+    assert "PersistentVolumeClaim" not in kinds(docs)
