@@ -59,15 +59,25 @@ class Owned:
 BASE_IMAGE_DIRS = {"/tmp": Owned(0, 0, 0o1777), "/home": Owned(0, 0, 0o755)}
 
 
-def image_dirs(dockerfile: Path, target: str | None = None) -> tuple[dict[str, Owned], Owned, str]:
-    """Directories an image of ours creates, its USER and its WORKDIR, read from the Dockerfile.
+@dataclass
+class Image:
+    """What the rehearsal takes from one of our images: directories, USER, WORKDIR and ENV."""
+
+    dirs: dict[str, Owned]
+    user: Owned
+    workdir: str
+    env: dict[str, str]
+
+
+def image_dirs(dockerfile: Path, target: str | None = None) -> Image:
+    """Directories an image of ours creates, its USER, WORKDIR and ENV, read from the Dockerfile.
 
     Understands what our Dockerfiles use: ``RUN mkdir [-p] [-m MODE] PATH...`` (root-owned, as RUN runs as root
-    until USER), ``WORKDIR`` (root-owned 0755 when new) and ``USER uid:gid``. ``target`` picks a stage of a
-    multi-stage file.
+    until USER), ``WORKDIR`` (root-owned 0755 when new), ``USER uid:gid`` and ``ENV K=V ...``. ``target`` picks
+    a stage of a multi-stage file.
     """
     dirs = dict(BASE_IMAGE_DIRS)
-    user, workdir = Owned(0, 0), "/"
+    user, workdir, env = Owned(0, 0), "/", {}
     stage = None
     for line in _logical_lines(dockerfile.read_text()):
         word, _, rest = line.partition(" ")
@@ -76,13 +86,19 @@ def image_dirs(dockerfile: Path, target: str | None = None) -> tuple[dict[str, O
             match = re.search(r"\bAS\s+(\S+)", rest, re.IGNORECASE)
             stage = match.group(1) if match else None
             if target is None or stage == target:
-                dirs, user, workdir = dict(BASE_IMAGE_DIRS), Owned(0, 0), "/"
+                dirs, user, workdir, env = dict(BASE_IMAGE_DIRS), Owned(0, 0), "/", {}
             continue
         if target is not None and stage != target:
             continue
         if word == "WORKDIR":
             workdir = rest.strip()
             dirs.setdefault(workdir, Owned(0, 0, 0o755))
+        elif word == "ENV":
+            words = shlex.split(rest)
+            if words and "=" not in words[0]:
+                env[words[0]] = " ".join(words[1:])
+            else:
+                env.update(w.split("=", 1) for w in words)
         elif word == "USER":
             uid, _, gid = rest.strip().partition(":")
             user = Owned(int(uid), int(gid or uid), 0)
@@ -100,7 +116,7 @@ def image_dirs(dockerfile: Path, target: str | None = None) -> tuple[dict[str, O
                         paths.append(arg)
                 for path in paths:
                     dirs[path] = Owned(0, 0, mode)
-    return dirs, user, workdir
+    return Image(dirs, user, workdir, env)
 
 
 def _commands(shell: str) -> list[list[str]]:
@@ -175,7 +191,7 @@ def run(container: Container, root: Path, timeout: float = 60) -> subprocess.Com
         if host.is_symlink():
             (root / name).symlink_to(os.readlink(host))
     bindir = make_dir(root / "rehearsal" / "bin", Owned(0, 0, 0o755))
-    for name, tool in container.tools.items():
+    for name in container.tools:
         (bindir / name).touch()
         os.chmod(bindir / name, 0o755)
 

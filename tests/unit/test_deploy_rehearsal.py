@@ -68,7 +68,7 @@ def dispatcher(tmp: Path) -> Path:
     script.write_text(
         "#!/bin/sh\n"
         'case "$1" in\n'
-        f"  build-engines) shift; exec {shlex.quote(sys.executable)} {shlex.quote(str(DOUBLE))} \"$@\" ;;\n"
+        f'  build-engines) shift; exec {shlex.quote(sys.executable)} {shlex.quote(str(DOUBLE))} "$@" ;;\n'
         "  build|render) echo 'rehearsal: a deployment command ran trimodal '\"$1\"': it trains or re-renders"
         " configs (the GPU path must call build-engines)' >&2; exit 97 ;;\n"
         "esac\n"
@@ -135,8 +135,8 @@ class ComposeHost:
         svc = self.config["services"][service]
         build = svc["build"]
         dockerfile = Path(build["context"]) / build["dockerfile"]
-        image, image_user, workdir = image_dirs(dockerfile, build.get("target"))
-        uid, gid = parse_user(svc["user"]) if svc.get("user") else (image_user.uid, image_user.gid)
+        image = image_dirs(dockerfile, build.get("target"))
+        uid, gid = parse_user(svc["user"]) if svc.get("user") else (image.user.uid, image.user.gid)
         mounts = []
         for volume in svc.get("volumes", []):
             if volume["type"] == "bind":
@@ -144,12 +144,13 @@ class ComposeHost:
             else:  # a named volume: Docker copies the image's directory (owner, mode, content) into a new one
                 source = self.volumes.get(volume["source"])
                 if source is None:
-                    owned = image.get(volume["target"], Owned(0, 0, 0o755))
+                    owned = image.dirs.get(volume["target"], Owned(0, 0, 0o755))
                     source = make_dir(self.tmp / "volumes" / volume["source"], owned)
                     self.volumes[volume["source"]] = source
             mounts.append(Mount(volume["target"], source, bool(volume.get("read_only"))))
         mounts.append(Mount("/rehearsal/log", self.log.parent))
-        environment = {k: v for k, v in (svc.get("environment") or {}).items() if v is not None}
+        environment = dict(image.env)
+        environment.update({k: v for k, v in (svc.get("environment") or {}).items() if v is not None})
         environment.update(env or {})
         environment["REHEARSAL_LOG"] = "/rehearsal/log/calls.jsonl"
         # `config` prints `$$` (a literal `$` for the container) still escaped, so that its output is a valid
@@ -160,8 +161,8 @@ class ComposeHost:
             uid=uid,
             gid=gid,
             env=environment,
-            workdir=svc.get("working_dir") or workdir,
-            image=image,
+            workdir=svc.get("working_dir") or image.workdir,
+            image=image.dirs,
             mounts=mounts,
             read_only_root=bool(svc.get("read_only")),
             tools=self.tools,
@@ -268,7 +269,8 @@ def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
 
     with helm.Chart.load(str(ROOT / "deploy" / "helm" / "trimodal")) as chart:
         manifests = chart.render(values, name="trimodal", namespace="inference", is_install=True)
-    return [d for path, text in sorted(manifests.items()) if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
+    texts = [text for path, text in sorted(manifests.items()) if path.endswith(".yaml")]
+    return [d for text in texts for d in yaml.safe_load_all(text) if d]
 
 
 def image_content(dockerfile: Path, repository: Path) -> dict[str, Path]:
@@ -317,14 +319,14 @@ class Kubelet:
     def container(self, pod: dict[str, Any], c: dict[str, Any], volumes: dict[str, tuple[Path, bool]]) -> Container:
         repository, _, _tag = c["image"].rpartition(":")
         dockerfile, target = IMAGES[repository]
-        image, image_user, workdir = image_dirs(dockerfile, target)
+        image = image_dirs(dockerfile, target)
         psc, csc = pod.get("securityContext", {}), c.get("securityContext", {})
-        uid = csc.get("runAsUser", psc.get("runAsUser", image_user.uid))
-        gid = csc.get("runAsGroup", psc.get("runAsGroup", image_user.gid))
+        uid = csc.get("runAsUser", psc.get("runAsUser", image.user.uid))
+        gid = csc.get("runAsGroup", psc.get("runAsGroup", image.user.gid))
         groups = tuple(dict.fromkeys([gid, *([psc["fsGroup"]] if "fsGroup" in psc else []),
                                       *psc.get("supplementalGroups", [])]))  # fmt: skip
-        mounts = [Mount(dest, source, read_only=True) for dest, source in image_content(dockerfile,
-                                                                                       self.image_repository).items()]  # fmt: skip
+        content = image_content(dockerfile, self.image_repository)
+        mounts = [Mount(dest, source, read_only=True) for dest, source in content.items()]
         for m in c.get("volumeMounts", []):
             if m["name"] not in volumes:
                 continue
@@ -333,11 +335,12 @@ class Kubelet:
                 source = make_dir(source / m["subPath"], Owned(0, psc.get("fsGroup", 0), 0o2775))
             mounts.append(Mount(m["mountPath"], source, read_only=volume_ro or bool(m.get("readOnly"))))
         mounts.append(Mount("/rehearsal/log", self.log.parent))
-        env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+        env = dict(image.env)
+        env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
         env["REHEARSAL_LOG"] = "/rehearsal/log/calls.jsonl"
         return Container(
             argv=list(c.get("command", [])) + list(c.get("args", [])),
-            uid=uid, gid=gid, groups=groups, env=env, workdir=c.get("workingDir", workdir), image=image,
+            uid=uid, gid=gid, groups=groups, env=env, workdir=c.get("workingDir", image.workdir), image=image.dirs,
             mounts=mounts, read_only_root=bool(csc.get("readOnlyRootFilesystem")), tools=self.tools,
         )  # fmt: skip
 

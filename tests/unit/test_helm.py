@@ -40,7 +40,13 @@ def _values(variant: str) -> dict[str, Any]:
     if variant == "ci":
         return yaml.safe_load(CI_VALUES.read_text())
     if variant == "job":
-        return {"engineBuild": {"mode": "job"}, "autoscaling": {"mode": "none"}, "ingress": {"enabled": True}}
+        return {
+            "engineBuild": {"mode": "job"},
+            "modelRepository": {"source": "pvc", "pvc": {"existingClaim": "trimodal-models",
+                                                         "accessModes": ["ReadWriteMany"]}},
+            "autoscaling": {"mode": "none"},
+            "ingress": {"enabled": True},
+        }  # fmt: skip
     return {}
 
 
@@ -140,7 +146,7 @@ def test_too_short_grace_period_is_refused() -> None:
 
 
 def test_engine_build_job_mode() -> None:
-    docs = render(engineBuild={"mode": "job"})
+    docs = render("job")
     job = one(docs, "Job")
     assert "pre-install" in job["metadata"]["annotations"]["helm.sh/hook"]
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -435,8 +441,8 @@ def test_release_pinned_once() -> None:
     docs = render(release="26.11")
     c = triton_container(docs)
     assert c["image"] == "trimodal/triton:26.11"
-    init = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]["initContainers"][0]
-    assert init["image"] == "trimodal/engine-builder:26.11", "engines and server from the same release"
+    init = {c["name"]: c for c in one(docs, "Deployment", "triton")["spec"]["template"]["spec"]["initContainers"]}
+    assert init["engine-build"]["image"] == "trimodal/engine-builder:26.11", "engines and server from one release"
 
 
 # ------------------------------------------------------------------------------- issue 12: the GPU path in Helm
