@@ -516,3 +516,57 @@ def test_default_reads_the_models_image_into_a_pod_local_volume() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes["models"]
     assert "PersistentVolumeClaim" not in kinds(docs)
+
+
+# -------------------------------------------------------------------------- issue 13: shutdown order (Envoy first)
+
+
+def _envoy_pod(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = one(docs, "Deployment", "envoy")["spec"]["template"]["spec"]
+    return pod, pod["containers"][0]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shutdown_order_envoy_drains_before_triton_stops(variant: str) -> None:
+    """Timeline when Envoy and Triton pods terminate together (helm uninstall, node drain): Envoy fails its health
+    check and drains within drainSeconds, shorter than Triton's preStop sleep, during which Triton still serves;
+    only then does Triton get SIGTERM and drain within --exit-timeout-secs; no grace period cuts either short."""
+    docs = render(variant)
+    epod, envoy = _envoy_pod(docs)
+    env = {e["name"]: e.get("value") for e in envoy["env"]}
+    drain, drain_min = int(env["DRAIN_SECONDS"]), int(env["DRAIN_MIN_SECONDS"])
+    assert envoy["lifecycle"]["preStop"]["exec"]["command"] == ["bash", "/etc/envoy/envoy-drain.sh", "drain"]
+    args = envoy["args"]
+    assert int(args[args.index("--drain-time-s") + 1]) == drain
+    assert epod["terminationGracePeriodSeconds"] >= drain + 5
+    assert 0 < drain_min <= drain
+
+    tpod = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]
+    triton = triton_container(docs)
+    sleep = int(re.search(r"sleep (\d+)", " ".join(triton["lifecycle"]["preStop"]["exec"]["command"])).group(1))  # type: ignore[union-attr]
+    exit_timeout = int(flag(triton["args"], "exit-timeout-secs") or 0)
+    assert drain < sleep, "Envoy must be drained before Triton stops taking requests"
+    assert tpod["terminationGracePeriodSeconds"] >= sleep + exit_timeout + 5
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and "envoy.yaml" in d.get("data", {}))
+    assert cm["data"]["envoy-drain.sh"] == (CHART / "files" / "envoy-drain.sh").read_text()
+    mounts = {m["mountPath"]: m["name"] for m in envoy["volumeMounts"]}
+    assert mounts["/etc/envoy"] == "config"
+    # retried on another pod when a stopping Triton refuses with UNAVAILABLE
+    envoy_config = yaml.safe_load(cm["data"]["envoy.yaml"])
+    grpc_listener = next(x for x in envoy_config["static_resources"]["listeners"] if x["name"] == "grpc")
+    routes = grpc_listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
+    unary = routes["routes"][-1]["route"]
+    assert "unavailable" in unary["retry_policy"]["retry_on"]
+
+
+@pytest.mark.parametrize(
+    ("envoy", "match"),
+    [
+        ({"drainSeconds": 15}, "shorter than triton.preStopSleepSeconds"),
+        ({"drainSeconds": 10, "terminationGracePeriodSeconds": 12}, r"envoy\.terminationGracePeriodSeconds"),
+        ({"drainMinSeconds": 11}, "drainMinSeconds"),
+    ],
+)
+def test_bad_shutdown_timing_is_refused(envoy: dict[str, Any], match: str) -> None:
+    with pytest.raises(Exception, match=match):
+        render(envoy=envoy)

@@ -153,6 +153,17 @@ or a claim copied so that plans can be built per pod); "claim" = the claim itsel
 {{- if not (has .Values.autoscaling.mode (list "hpa" "keda" "none")) -}}
 {{- fail "autoscaling.mode must be hpa, keda or none" -}}
 {{- end -}}
+{{- if .Values.envoy.enabled -}}
+{{- if ge (int .Values.envoy.drainSeconds) (int .Values.triton.preStopSleepSeconds) -}}
+{{- fail (printf "envoy.drainSeconds (%v) must be shorter than triton.preStopSleepSeconds (%v): when both go at once, Envoy must finish draining before Triton stops taking requests" .Values.envoy.drainSeconds .Values.triton.preStopSleepSeconds) -}}
+{{- end -}}
+{{- if gt (int .Values.envoy.drainMinSeconds) (int .Values.envoy.drainSeconds) -}}
+{{- fail "envoy.drainMinSeconds must not exceed envoy.drainSeconds" -}}
+{{- end -}}
+{{- if lt (int .Values.envoy.terminationGracePeriodSeconds) (int (add .Values.envoy.drainSeconds 5)) -}}
+{{- fail (printf "envoy.terminationGracePeriodSeconds (%v) must be at least envoy.drainSeconds + 5 = %v, or Kubernetes kills Envoy while it drains" .Values.envoy.terminationGracePeriodSeconds (add .Values.envoy.drainSeconds 5)) -}}
+{{- end -}}
+{{- end -}}
 {{- $minGrace := add .Values.triton.exitTimeoutSeconds .Values.triton.preStopSleepSeconds 5 -}}
 {{- if lt (int .Values.triton.terminationGracePeriodSeconds) (int $minGrace) -}}
 {{- fail (printf "triton.terminationGracePeriodSeconds (%v) must be at least preStopSleepSeconds + exitTimeoutSeconds + 5 = %v, or Kubernetes kills Triton while it drains" .Values.triton.terminationGracePeriodSeconds $minGrace) -}}
