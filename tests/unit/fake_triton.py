@@ -66,7 +66,7 @@ class FakeTriton:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 url = urlparse(self.path)
                 seen[f"http:{url.path}"] += 1
                 if url.path == "/v2/health/ready":
@@ -77,7 +77,7 @@ class FakeTriton:
                 else:
                     self._send(404, {"error": url.path})
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 url = urlparse(self.path)
                 seen[f"http:{url.path}"] += 1
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
