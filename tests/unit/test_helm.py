@@ -27,7 +27,7 @@ NAMESPACE = "inference"
 RELEASE = "trimodal"
 # Oldest Kubernetes the chart supports (autoscaling/v2 behavior, policy/v1 PDB) and the newest schemas shipped.
 KUBE_VERSIONS = ("1.30.0", "1.37.0")
-CRD_KINDS = {"ServiceMonitor", "PodMonitor", "ScaledObject"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject"}
 INSTALL_HINT = "run `bash deploy/tools.sh`"
 
 helm = pytest.importorskip("helm_python", reason=f"helm-python-sdk (Helm v4 renderer) not installed: {INSTALL_HINT}")
@@ -50,12 +50,29 @@ def _values(variant: str) -> dict[str, Any]:
     return {}
 
 
+# The CRD-backed APIs a cluster with Prometheus Operator and KEDA serves (`helm template --api-versions ...`).
+CRD_APIS = (
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PodMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+    "keda.sh/v1alpha1/ScaledObject",
+)
+
+
+def helm_render(values: dict[str, Any], api_versions: tuple[str, ...] = ()) -> dict[str, str]:
+    """`helm template` through Helm's SDK, with the cluster's extra API versions (`.Capabilities.APIVersions`)."""
+    from helm_python import _native
+
+    opts = {"name": RELEASE, "namespace": NAMESPACE, "is_install": True, "api_versions": list(api_versions)}
+    with helm.Chart.load(str(CHART)) as chart:
+        return json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(opts)))
+
+
 @cache
-def _render_cached(variant: str, overrides_json: str) -> tuple[dict[str, Any], ...]:
+def _render_cached(variant: str, overrides_json: str, api_versions: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
     values = _values(variant)
     values = _deep_merge(values, json.loads(overrides_json))
-    with helm.Chart.load(str(CHART)) as chart:
-        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    manifests = helm_render(values, api_versions)
     docs: list[dict[str, Any]] = []
     for path, text in sorted(manifests.items()):
         if not path.endswith((".yaml", ".yml")):
@@ -74,9 +91,10 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render(variant: str = "default", **overrides: Any) -> list[dict[str, Any]]:
-    """Render the chart (like `helm template`) and return the parsed documents."""
-    return list(_render_cached(variant, json.dumps(overrides, sort_keys=True)))
+def render(variant: str = "default", *, crds: bool = True, **overrides: Any) -> list[dict[str, Any]]:
+    """Render the chart (like `helm template`; by default for a cluster with the Prometheus Operator and KEDA CRDs)
+    and return the parsed documents."""
+    return list(_render_cached(variant, json.dumps(overrides, sort_keys=True), CRD_APIS if crds else ()))
 
 
 def one(docs: list[dict[str, Any]], kind: str, component: str | None = None) -> dict[str, Any]:
@@ -419,8 +437,10 @@ def test_keda_scaled_object() -> None:
 
 def test_monitoring_and_dashboard() -> None:
     default, ci = render(), render("ci")
-    sm = one(default, "ServiceMonitor")
+    sm = one(default, "ServiceMonitor", "triton")
     assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    envoy_sm = one(default, "ServiceMonitor", "envoy")
+    assert envoy_sm["spec"]["endpoints"][0] == {"port": "ops", "path": "/stats/prometheus", "interval": "15s"}
     assert "PodMonitor" in kinds(ci) and "ServiceMonitor" not in kinds(ci)
     dash = next(d for d in default if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard"))
     assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
