@@ -283,3 +283,22 @@ def test_deploy_docs_name_samples_that_exist():
 def test_sample_path_check_catches_a_missing_sample():
     assert sample_paths('trimodal infer --text "seven" --image samples/7.png') == ["samples/7.png"]
     assert not list(ROOT.glob("samples/7.png"))
+
+
+def test_dashboard_failures_by_reason_and_preprocessing_cpu():
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = {p["title"]: " ".join(t["expr"] for t in p.get("targets", [])) for p in dashboard["panels"]}
+    by_reason = [t for t, e in exprs.items() if re.search(r"sum by \(model, reason\) \(rate\(nv_inference_request_failure", e)]
+    assert by_reason, "a panel with failures by model and reason"
+    stubs = [t for t, e in exprs.items() if 'nv_inference_compute_infer_duration_us{model=~"preprocess_.*"' in e]
+    assert stubs, "a panel with the preprocessing stubs' CPU (compute seconds per second)"
+    envoy = [t for t, e in exprs.items() if "envoy_cluster_upstream_rq_xx" in e]
+    assert envoy, "a panel with Envoy's upstream responses"
+
+
+def test_dashboard_queries_work_on_compose_and_kubernetes():
+    """No panel selects on compose's job names (on Kubernetes the job is the Service's name)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            assert "job=" not in target["expr"], (panel["title"], target["expr"])

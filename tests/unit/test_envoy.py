@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -206,6 +207,14 @@ def test_unary_grpc_reaches_triton(name: str, upstream: FakeTriton, tmp_path: Pa
         response = stub.ModelInfer(service_pb2.ModelInferRequest(model_name="multimodal", id="u1"), timeout=5)
         assert response.id == "u1"
         assert stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=5).ready
+        # What Prometheus scrapes from the ops listener carries the series the alerts and the dashboard use.
+        status, body = get(f"http://127.0.0.1:{ports['ops']}/stats/prometheus")
+        assert status == 200
+        text = body.decode()
+        assert re.search(r'envoy_cluster_upstream_rq_xx\{[^}]*envoy_response_code_class="2"[^}]*'
+                         r'envoy_cluster_name="triton_grpc"\} [1-9]', text), "2xx of triton_grpc"  # fmt: skip
+        assert re.search(r'envoy_cluster_upstream_rq_total\{envoy_cluster_name="triton_grpc"\} [1-9]', text)
+        assert re.search(r'envoy_cluster_upstream_rq_retry\{envoy_cluster_name="triton_grpc"\}', text)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
