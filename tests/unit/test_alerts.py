@@ -33,7 +33,8 @@ def compose_rules(minimum: int = MIN_REPLICAS) -> str:
 def helm_rule(**values: Any) -> dict[str, Any]:
     from test_helm import CRD_APIS, helm_render
 
-    docs = [d for t in helm_render(values, CRD_APIS).values() for d in yaml.safe_load_all(t) if d]
+    texts = [t for path, t in helm_render(values, CRD_APIS).items() if path.endswith(".yaml")]
+    docs = [d for t in texts for d in yaml.safe_load_all(t) if d]
     (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
     return rule
 

@@ -288,7 +288,9 @@ def test_sample_path_check_catches_a_missing_sample():
 def test_dashboard_failures_by_reason_and_preprocessing_cpu():
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = {p["title"]: " ".join(t["expr"] for t in p.get("targets", [])) for p in dashboard["panels"]}
-    by_reason = [t for t, e in exprs.items() if re.search(r"sum by \(model, reason\) \(rate\(nv_inference_request_failure", e)]
+    by_reason = [
+        t for t, e in exprs.items() if re.search(r"sum by \(model, reason\) \(rate\(nv_inference_request_failure", e)
+    ]
     assert by_reason, "a panel with failures by model and reason"
     stubs = [t for t, e in exprs.items() if 'nv_inference_compute_infer_duration_us{model=~"preprocess_.*"' in e]
     assert stubs, "a panel with the preprocessing stubs' CPU (compute seconds per second)"

@@ -52,7 +52,7 @@ def helm_envoy_config() -> dict[str, Any]:
     helm = pytest.importorskip("helm_python", reason="helm-python-sdk not installed: run `bash deploy/tools.sh`")
     with helm.Chart.load(str(CHART)) as chart:
         manifests = chart.render({}, name="trimodal", namespace="inference", is_install=True)
-    docs = [d for text in manifests.values() for d in yaml.safe_load_all(text) if d]
+    docs = [d for path, text in manifests.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
     cm = next(d for d in docs if d["kind"] == "ConfigMap" and "envoy.yaml" in d.get("data", {}))
     return yaml.safe_load(cm["data"]["envoy.yaml"])
 
@@ -61,7 +61,7 @@ def helm_envoy_deployment() -> dict[str, Any]:
     helm = pytest.importorskip("helm_python", reason="helm-python-sdk not installed: run `bash deploy/tools.sh`")
     with helm.Chart.load(str(CHART)) as chart:
         manifests = chart.render({}, name="trimodal", namespace="inference", is_install=True)
-    docs = [d for text in manifests.values() for d in yaml.safe_load_all(text) if d]
+    docs = [d for path, text in manifests.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
     return next(
         d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-envoy")
     )  # fmt: skip

@@ -398,7 +398,7 @@ def test_default_scales_on_a_proportional_and_a_queueing_metric() -> None:
 
 
 def test_unknown_scale_on_metric_is_refused() -> None:
-    with pytest.raises(Exception, match=r"not one of autoscaling\.metrics"):
+    with pytest.raises(Exception, match=r"scaleOn"):  # values.schema.json, before the template's own check
         render(autoscaling={"scaleOn": ["gpuMagic"]})
 
 
@@ -590,3 +590,129 @@ def test_shutdown_order_envoy_drains_before_triton_stops(variant: str) -> None:
 def test_bad_shutdown_timing_is_refused(envoy: dict[str, Any], match: str) -> None:
     with pytest.raises(Exception, match=match):
         render(envoy=envoy)
+
+
+# --------------------------------------------------------------------- issue 14: the conventions Helm users expect
+
+
+def test_chart_installs_without_operator_crds() -> None:
+    """A cluster without the Prometheus Operator or KEDA: no custom resource is rendered, everything else validates."""
+    kv = _kubernetes_validate()
+    for variant in VARIANTS:
+        docs = render(variant, crds=False)
+        assert not CRD_KINDS & set(kinds(docs)), variant
+        for doc in docs:
+            kv.validate(doc, KUBE_VERSIONS[0], strict=True)
+    keda_without_keda = one(render("ci", crds=False), "Deployment", "triton")
+    assert keda_without_keda["spec"]["replicas"] == 1, "a fixed size (minReplicas) until KEDA exists"
+
+
+def test_custom_resources_rendered_when_the_apis_exist() -> None:
+    default, ci = kinds(render()), kinds(render("ci"))
+    assert default.count("ServiceMonitor") == 2 and "PrometheusRule" in default  # Triton + Envoy
+    assert ci.count("PodMonitor") == 2 and "ScaledObject" in ci
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_helm_lint_strict(variant: str, tmp_path: Path) -> None:
+    values = _values(variant)
+    report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not problems and not report["errors"], report
+
+
+def test_kube_version_constraint() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    match = re.fullmatch(r">=(\d+)\.(\d+)\.0-0", chart["kubeVersion"])
+    assert match, chart["kubeVersion"]
+    minimum = (int(match.group(1)), int(match.group(2)))
+    assert minimum == tuple(int(x) for x in KUBE_VERSIONS[0].split(".")[:2]), "the oldest schemas validated"
+
+
+def test_values_schema_accepts_the_shipped_values_and_refuses_mistakes() -> None:
+    with helm.Chart.load(str(CHART)) as chart:
+        assert chart.schema is not None
+        for variant in VARIANTS:
+            chart.validate_schema(_values(variant))
+        for bad in (
+            {"autoscaling": {"mode": "kubernetes"}},
+            {"modelRepository": {"source": "s3"}},
+            {"trition": {"replicas": 2}},  # a typo is not silently ignored
+            {"ingress": {"host": "x"}},  # the old single host: now ingress.hosts[]
+            {"engineBuild": {"mode": "job", "extraArgs": "--force"}},
+            {"metrics": {"prometheusRule": {"failureRatio": 5}}},
+        ):
+            with pytest.raises(Exception, match="trimodal"):
+                chart.validate_schema(bad)
+
+
+def test_chart_readme_values_table_is_current() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("values_table", ROOT / "deploy" / "helm" / "values_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    readme = (CHART / "README.md").read_text()
+    assert readme == module.render_readme(readme), "run: python deploy/helm/values_table.py"
+    text = (CHART / "values.yaml").read_text()
+    undocumented = [k for k, _, d in module.rows(yaml.safe_load(text), module.descriptions(text)) if not d]
+    assert not undocumented, f"values without a comment in values.yaml: {undocumented}"
+
+
+def _notes(crds: bool = True, **values: Any) -> str:
+    return helm_render(values, CRD_APIS if crds else ())["trimodal/templates/NOTES.txt"]
+
+
+def test_notes_tell_address_admin_key_port_forward_and_infer() -> None:
+    notes = _notes()
+    assert "trimodal.inference.svc:8001" in notes and "trimodal.inference.svc:8000" in notes
+    assert "kubectl -n inference port-forward svc/trimodal 8001:8001 8000:8000" in notes
+    assert "trimodal infer --url 127.0.0.1:8001" in notes
+    assert "get secret trimodal-admin-key -o jsonpath='{.data.admin-key}' | base64 -d" in notes
+    assert "triton-grpc-protocol-admin-key" in notes
+    assert "helm test trimodal -n inference" in notes
+    assert "no Prometheus Operator" not in notes
+    assert "no Prometheus Operator API" in _notes(crds=False)
+    assert "WARNING: autoscaling.mode=keda" in _notes(crds=False, autoscaling={"mode": "keda"})
+
+
+def test_helm_test_pod_checks_readiness_and_infers() -> None:
+    docs = render()
+    (pod,) = [d for d in docs if d["kind"] == "Pod"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["command"][-1]
+    assert "http://trimodal.inference.svc:8000/v2/models/multimodal/ready" in script
+    assert "trimodal infer --url trimodal.inference.svc:8001" in script
+    assert pod["spec"]["containers"][0]["image"] == "trimodal/triton:26.10", "the serving image carries the client"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    policy = one(docs, "NetworkPolicy")
+    selectors = [f.get("podSelector", {}).get("matchLabels", {}) for f in policy["spec"]["ingress"][0]["from"]]
+    assert any(s.get("app.kubernetes.io/component") == "test" for s in selectors)
+    headless = next(d for d in render(envoy={"enabled": False}) if d["kind"] == "Pod")
+    assert "trimodal-triton-headless.inference.svc:8001" in headless["spec"]["containers"][0]["command"][-1]
+    assert not [d for d in render(tests={"enabled": False}) if d["kind"] == "Pod"]
+
+
+def test_ingress_hosts() -> None:
+    hosts = [
+        {"host": "a.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]},
+        {"host": "b.example.com", "paths": [{"path": "/inference.GRPCInferenceService", "pathType": "Prefix"}]},
+    ]
+    ingress = one(render(ingress={"enabled": True, "hosts": hosts}), "Ingress")
+    rules = ingress["spec"]["rules"]
+    assert [r["host"] for r in rules] == ["a.example.com", "b.example.com"]
+    assert rules[1]["http"]["paths"][0]["path"] == "/inference.GRPCInferenceService"
+    assert rules[0]["http"]["paths"][0]["backend"]["service"] == {"name": "trimodal", "port": {"number": 8001}}
+
+
+def test_service_account() -> None:
+    docs = render()
+    sa = one(docs, "ServiceAccount")
+    assert sa["metadata"]["name"] == "trimodal" and sa["automountServiceAccountToken"] is False
+    for component in ("triton", "envoy"):
+        pod = one(docs, "Deployment", component)["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "trimodal"
+    existing = render(serviceAccount={"create": False, "name": "inference-sa"})
+    assert "ServiceAccount" not in kinds(existing)
+    assert one(existing, "Deployment", "triton")["spec"]["template"]["spec"]["serviceAccountName"] == "inference-sa"
