@@ -445,3 +445,35 @@ def test_helm_engine_build_job_builds_into_the_claim(tmp_path):
     deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-triton"))
     volumes = kubelet.start(deployment, "pod")  # no init containers: Triton reads the claim
     assert triton_models_dir(deployment, volumes) == kubelet.claims["models"]
+
+
+FILL_POD = ROOT / "deploy" / "helm" / "fill-models-pod.yaml"
+
+
+def test_fill_models_pod_fills_a_fresh_claim(tmp_path):
+    """deploy/helm/fill-models-pod.yaml's documented copy, extract side run as the pod's user into a fresh claim
+    (root-owned, fsGroup applied by the kubelet); the result is what the chart's pvc source then serves."""
+    import yaml
+
+    pod = yaml.safe_load(FILL_POD.read_text())
+    comment = FILL_POD.read_text()
+    match = re.search(r"\| kubectl -n inference exec -i trimodal-fill-models -- (tar [^\n]*)", comment)
+    assert match, "the fill command is documented in the manifest"
+    extract = shlex.split(match.group(1))
+    psc = pod["spec"]["securityContext"]
+    claim = make_dir(tmp_path / "claim", Owned(0, psc["fsGroup"], 0o2775))
+    source = fake_repository(tmp_path / "model_repository")
+    archive = make_dir(tmp_path / "in", Owned(0, 0, 0o755)) / "repo.tar"  # stands for kubectl exec's stdin
+    names = sorted(p.name for p in source.iterdir())
+    subprocess.run(["tar", "-cf", str(archive), "--", *names], cwd=source, check=True)  # (cd ... && tar -cf - -- *)
+    archive.chmod(0o644)
+    container = Container(
+        argv=["sh", "-c", f"{shlex.join(extract)} < /rehearsal/in/repo.tar"],
+        uid=psc["runAsUser"], gid=psc["runAsGroup"], groups=(psc["runAsGroup"], psc["fsGroup"]),
+        mounts=[Mount("/models", claim), Mount("/rehearsal/in", archive.parent, read_only=True)],
+        read_only_root=True,
+    )  # fmt: skip
+    proc = rehearsal.run(container, tmp_path / "root")
+    assert proc.returncode == 0, failure(proc, "fill")
+    assert configs(claim) == configs(source)
+    assert (claim / "image_encoder" / "1" / "model.onnx").is_file()

@@ -716,3 +716,11 @@ def test_service_account() -> None:
     existing = render(serviceAccount={"create": False, "name": "inference-sa"})
     assert "ServiceAccount" not in kinds(existing)
     assert one(existing, "Deployment", "triton")["spec"]["template"]["spec"]["serviceAccountName"] == "inference-sa"
+
+
+def test_fill_models_pod_manifest_validates() -> None:
+    kv = _kubernetes_validate()
+    pod = yaml.safe_load((ROOT / "deploy" / "helm" / "fill-models-pod.yaml").read_text())
+    for version in KUBE_VERSIONS:
+        kv.validate(pod, version, strict=True)
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "trimodal-models"
