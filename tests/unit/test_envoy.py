@@ -314,3 +314,24 @@ def test_helm_envoy_prestop_drains_in_flight_requests(upstream: FakeTriton, tmp_
     assert out["done_at"] <= hook_done, "preStop returned while a request was in flight"
     assert hook_done - started >= float(env["DRAIN_MIN_SECONDS"]) - 0.1
     assert hook_done - started < float(env["DRAIN_SECONDS"])
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_oversized_requests_are_refused_at_envoy(name: str, upstream: FakeTriton, tmp_path: Path) -> None:
+    """The 16 MiB cap (Triton 2.51 has no gRPC receive-size flag): refused by Envoy, never reaching Triton."""
+    config, ports = localize(CONFIGS[name](), upstream)
+    big = b"x" * (16 * 2**20 + 1)
+    with Envoy(config, tmp_path) as envoy:
+        if name == "compose":
+            wait_healthy_upstreams(envoy.admin)
+        request = urllib.request.Request(f"http://127.0.0.1:{ports['http']}/v2/models/multimodal/infer", data=big)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 413
+        with grpc.insecure_channel(f"127.0.0.1:{ports['grpc']}") as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            message = service_pb2.ModelInferRequest(model_name="multimodal", raw_input_contents=[big])
+            with pytest.raises(grpc.RpcError):
+                stub.ModelInfer(message, timeout=10)
+    assert upstream.seen["grpc:ModelInfer"] == 0
+    assert upstream.seen["http:/v2/models/multimodal/infer"] == 0

@@ -34,8 +34,13 @@ active_requests() {  # downstream requests in flight on the serving listeners (t
     awk -F': ' '$1 ~ /^http\./ && $1 !~ /^http\.(admin|ops)\./ {n += $2} END {print n + 0}'
 }
 
+now_ms() { local t="${EPOCHREALTIME/[.,]/}"; echo $((t / 1000)); }  # bash 5 (SECONDS is whole seconds)
+
 drain() {
-  local deadline=$((SECONDS + DRAIN_SECONDS)) earliest=$((SECONDS + DRAIN_MIN_SECONDS)) active
+  local start deadline earliest active
+  start="$(now_ms)"
+  deadline=$((start + DRAIN_SECONDS * 1000))
+  earliest=$((start + DRAIN_MIN_SECONDS * 1000))
   # Fail the health check first: /ready answers 503 (DRAINING), so whatever balances over Envoy (a Kubernetes
   # readiness probe, an external load balancer) stops sending new connections; then drain the listeners.
   admin POST /healthcheck/fail >/dev/null || log "could not fail the health check"
@@ -44,9 +49,9 @@ drain() {
     return 0
   fi
   log "draining (at most ${DRAIN_SECONDS}s)"
-  while ((SECONDS < deadline)); do
+  while (($(now_ms) < deadline)); do
     active="$(active_requests)" || break
-    if [[ "$active" == 0 ]] && ((SECONDS >= earliest)); then
+    if [[ "$active" == 0 ]] && (($(now_ms) >= earliest)); then
       log "no request in flight"
       return 0
     fi
