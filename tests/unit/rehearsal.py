@@ -186,6 +186,16 @@ def make_dir(path: Path, owned: Owned) -> Path:
 
 def run(container: Container, root: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``container.argv`` in a fresh temp root under ``root``; returns the finished process."""
+    return subprocess.run(command(container, root), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def start(container: Container, root: Path) -> subprocess.Popen[str]:
+    """Start ``container.argv`` like :func:`run`, in the background: its PID is the container's PID 1."""
+    return subprocess.Popen(command(container, root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def command(container: Container, root: Path) -> list[str]:
+    """Prepare the temp root under ``root``; returns the command that mounts it and runs the container in it."""
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
     for path, owned in sorted(container.image.items()):
@@ -240,13 +250,8 @@ def run(container: Container, root: Path, timeout: float = 60) -> subprocess.Com
     ]  # fmt: skip
     # RLIMIT_NPROC for the container's uid: a runaway command (a fork loop) stops here, not at the machine's limit.
     script.append("exec " + shlex.join(["prlimit", f"--nproc={MAX_PROCESSES}", *drop]))
-    return subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    # every step execs the next: the container's command keeps this process' PID (signals reach it)
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)]
 
 
 def tree(path: Path) -> dict[str, tuple[int, int, str]]:

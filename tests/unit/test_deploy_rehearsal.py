@@ -124,6 +124,10 @@ THIRD_PARTY_IMAGES = {
               "/prometheus": Owned(65534, 65534, 0o755)},
         user=Owned(65534, 65534), workdir="/prometheus", env={},
     ),
+    # envoyproxy/envoy distribution/docker/Dockerfile-envoy: Ubuntu base, /etc/envoy root-owned (compose sets the user)
+    "envoyproxy/envoy": rehearsal.Image(
+        dirs={**rehearsal.BASE_IMAGE_DIRS, "/etc/envoy": Owned(0, 0, 0o755)}, user=Owned(0, 0), workdir="/", env={},
+    ),
 }  # fmt: skip
 
 
@@ -477,3 +481,49 @@ def test_fill_models_pod_fills_a_fresh_claim(tmp_path):
     assert proc.returncode == 0, failure(proc, "fill")
     assert configs(claim) == configs(source)
     assert (claim / "image_encoder" / "1" / "model.onnx").is_file()
+
+
+def test_compose_lb_runs_and_drains_as_its_user(compose_config, tmp_path):
+    """lb's command (envoy-drain.sh running Envoy) as uid 101 with a read-only root and a tmpfs /tmp, the real Envoy:
+    it serves, and on SIGTERM a request in flight completes before it exits 0."""
+    import signal
+    import threading
+    import time
+
+    import test_envoy as te
+    import yaml
+    from fake_triton import FakeTriton
+
+    if te.ENVOY is None or not te.ENVOY.is_file():
+        pytest.skip("the Envoy binary is missing: run `bash deploy/tools.sh`")
+    upstream = FakeTriton().start()
+    try:
+        config, ports = te.localize(te.CONFIGS["compose"](), upstream)
+        config_file = make_dir(tmp_path / "cfg", Owned(0, 0, 0o755)) / "envoy.yaml"
+        config_file.write_text(yaml.safe_dump(config))
+        config_file.chmod(0o644)
+        host = ComposeHost(tmp_path, compose_config)
+        host.host_paths[ROOT / "deploy" / "envoy" / "envoy.yaml"] = config_file
+        host.tools["envoy"] = te.ENVOY
+        container = host.container("lb")
+        container.env["ENVOY_ADMIN"] = f"127.0.0.1:{config['admin']['address']['socket_address']['port_value']}"
+        assert (container.uid, container.read_only_root) == (101, True)
+        process = rehearsal.start(container, tmp_path / "root")
+        try:
+            te.wait_ready(ports["admin"], process)
+            te.wait_healthy_upstreams(ports["admin"])
+            out: dict = {}
+            caller = threading.Thread(target=te._slow_grpc, args=(ports["grpc"], 1500, out))
+            caller.start()
+            time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            caller.join(timeout=20)
+            code = process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            stderr = process.communicate(timeout=10)[1]
+        assert "error" not in out, f"in-flight request lost: {out.get('error')}\n{stderr[-2000:]}"
+        assert code == 0, stderr[-2000:]
+    finally:
+        upstream.stop()
