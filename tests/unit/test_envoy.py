@@ -134,8 +134,10 @@ class Envoy:
         self.config_path = tmp / "envoy.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.admin = config["admin"]["address"]["socket_address"]["port_value"]
-        argv = [str(ENVOY), "-c", str(self.config_path), "--base-id", str(os.getpid() % 10000 + 100)]
+        argv = [str(ENVOY), "-c", str(self.config_path)]
         argv += args or ["--log-level", "warn"]
+        if "--disable-hot-restart" not in argv:  # else Envoy leaves /dev/shm/envoy_shared_memory_* behind
+            argv.append("--disable-hot-restart")
         if wrapper:
             argv = ["bash", str(DRAIN_SCRIPT), "run", *argv]
         env = {**os.environ, "ENVOY_ADMIN": f"127.0.0.1:{self.admin}"}
