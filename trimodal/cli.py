@@ -138,6 +138,9 @@ def build_engines(
     precision: Annotated[str | None, typer.Option(help="fp32, fp16 or int8 (default: pipeline.yaml's).")] = None,
     workspace: Annotated[int | None, typer.Option(help="TensorRT workspace, MiB (default: pipeline.yaml's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild plans that are up to date.")] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="TensorRT's timing cache folder (default: <build-dir>/engines).")
+    ] = None,
 ) -> None:
     """Build strongly typed TensorRT plans from the repository's ONNX graphs (never trains, exports or renders)."""
     from trimodal.spec import load_spec
@@ -147,7 +150,7 @@ def build_engines(
     layout = Layout.default(repository=repository, spec=spec)
     loaded = load_spec(layout.spec)
     check_spec_matches_repository(loaded, layout.repository.root, layout.spec)
-    built = build_all(loaded, layout.repository.root, build_dir=build_dir, precision=precision,
+    built = build_all(loaded, layout.repository.root, build_dir=build_dir, cache_dir=cache_dir, precision=precision,
                       workspace=workspace, force=force)  # fmt: skip
     for meta in built:
         layers = meta.layer_precisions.summary() if meta.layer_precisions else "no layer summary"

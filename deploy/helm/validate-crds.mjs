@@ -1,4 +1,4 @@
-// Validates rendered custom resources (ServiceMonitor, PodMonitor, ScaledObject) against their CRD schemas,
+// Validates rendered custom resources (ServiceMonitor, PodMonitor, PrometheusRule, ScaledObject) against their CRD schemas,
 // offline: the validators are generated from the upstream CRDs and shipped in npm packages
 // (@kubernetes-models/prometheus-operator, @kubernetes-models/keda), installed by deploy/tools.sh.
 // Usage: node validate-crds.mjs <node_modules dir> < documents.json   (a JSON array of objects)
@@ -11,6 +11,7 @@ const root = process.argv[2];
 const MODELS = {
   "monitoring.coreos.com/v1/ServiceMonitor": ["@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor.js", "ServiceMonitor"],
   "monitoring.coreos.com/v1/PodMonitor": ["@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor.js", "PodMonitor"],
+  "monitoring.coreos.com/v1/PrometheusRule": ["@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule.js", "PrometheusRule"],
   "keda.sh/v1alpha1/ScaledObject": ["@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject.js", "ScaledObject"],
 };
 const docs = JSON.parse(readFileSync(0, "utf8"));

@@ -37,7 +37,8 @@ needs_compose = pytest.mark.skipif(
 
 def run_compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("TRIMODAL_")}
-    base.update({"TRIMODAL_ADMIN_KEY": "unit-test-key", "COMPOSE_PROJECT_NAME": "trimodal"})
+    base.update({"TRIMODAL_ADMIN_KEY": "unit-test-key", "TRIMODAL_GRAFANA_PASSWORD": "grafana-test-password",
+                 "COMPOSE_PROJECT_NAME": "trimodal"})  # fmt: skip
     base.update(env or {})
     return subprocess.run(
         [str(BINARY), "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT), *args],
@@ -61,12 +62,64 @@ def test_compose_file_is_valid():
 
 
 @needs_compose
-def test_admin_key_is_required():
+@pytest.mark.parametrize("missing", ["TRIMODAL_ADMIN_KEY", "TRIMODAL_GRAFANA_PASSWORD"])
+def test_secrets_are_required(missing):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMODAL_")}
+    env.update({"TRIMODAL_ADMIN_KEY": "k", "TRIMODAL_GRAFANA_PASSWORD": "p"})
+    del env[missing]
     result = subprocess.run([str(BINARY), "-f", str(COMPOSE_FILE), "config", "-q"], capture_output=True, text=True,
                             env=env, timeout=60, check=False)  # fmt: skip
     assert result.returncode != 0
-    assert "TRIMODAL_ADMIN_KEY" in result.stderr
+    assert missing in result.stderr
+
+
+def test_grafana_password_is_not_the_admin_key(rendered):
+    """Whoever logs in to Grafana must not learn the key that unlocks Triton's admin APIs (and vice versa)."""
+    grafana = rendered["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == "grafana-test-password"
+    assert "unit-test-key" not in json.dumps(rendered["services"]["grafana"])
+
+
+ENV_EXAMPLE = ROOT / ".env.example"
+
+
+def compose_variables() -> set[str]:
+    return set(re.findall(r"\$\{(TRIMODAL_[A-Z0-9_]+)", COMPOSE_FILE.read_text()))
+
+
+def env_example() -> dict[str, str]:
+    out = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def test_env_example_lists_every_variable():
+    documented = env_example()
+    assert set(documented) == compose_variables()
+    for key in ("TRIMODAL_ADMIN_KEY", "TRIMODAL_GRAFANA_PASSWORD"):
+        assert documented[key] == "", f"{key}: a secret is never given a default in .env.example"
+
+
+@needs_compose
+def test_env_example_with_secrets_filled_is_valid(tmp_path):
+    text = ENV_EXAMPLE.read_text()
+    text = text.replace("TRIMODAL_ADMIN_KEY=\n", "TRIMODAL_ADMIN_KEY=0123abcd\n")
+    text = text.replace("TRIMODAL_GRAFANA_PASSWORD=\n", "TRIMODAL_GRAFANA_PASSWORD=grafana\n")
+    (tmp_path / ".env").write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMODAL_")}
+    result = subprocess.run(
+        [str(BINARY), "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT), "--env-file", str(tmp_path / ".env"),
+         "config", "--format", "json"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "grafana"
+    lb_ports = {p["target"] for p in services["lb"]["ports"]}
+    assert lb_ports == {8000, 8001}
 
 
 def _gpu_devices(service: dict) -> list[dict]:
@@ -138,24 +191,34 @@ def test_lb_and_locust(rendered):
 # --- Envoy ------------------------------------------------------------------------------------------
 
 
-def test_envoy_balances_grpc_requests_over_triton_replicas():
+def test_envoy_balances_grpc_and_http_requests_over_triton_replicas():
     config = yaml.safe_load(ENVOY.read_text())
-    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "triton"]
-    assert cluster["type"] == "STRICT_DNS"
-    assert cluster["lb_policy"] == "ROUND_ROBIN"
-    options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-    assert "http2_protocol_options" in options["explicit_http_config"]
-    endpoints = [e["endpoint"] for group in cluster["load_assignment"]["endpoints"] for e in group["lb_endpoints"]]
-    assert [e["address"]["socket_address"] for e in endpoints] == [{"address": "triton", "port_value": 8001}]
-    assert cluster["health_checks"][0]["http_health_check"]["path"] == "/v2/health/ready"
-    assert endpoints[0]["health_check_config"]["port_value"] == 8000
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    for name, port in (("triton_grpc", 8001), ("triton_http", 8000)):
+        cluster = clusters[name]
+        assert cluster["type"] == "STRICT_DNS"
+        assert cluster["lb_policy"] == "ROUND_ROBIN"
+        endpoints = [e["endpoint"] for group in cluster["load_assignment"]["endpoints"] for e in group["lb_endpoints"]]
+        assert [e["address"]["socket_address"] for e in endpoints] == [{"address": "triton", "port_value": port}]
+        assert cluster["health_checks"][0]["http_health_check"]["path"] == "/v2/health/ready"
+    options = clusters["triton_grpc"]["typed_extension_protocol_options"]
+    assert (
+        "http2_protocol_options"
+        in options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"]
+    )
+    grpc_endpoint = clusters["triton_grpc"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert grpc_endpoint["health_check_config"]["port_value"] == 8000
 
-    (listener,) = config["static_resources"]["listeners"]
-    assert listener["address"]["socket_address"]["port_value"] == 8001
-    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    listeners = {x["name"]: x for x in config["static_resources"]["listeners"]}
+    assert {n: x["address"]["socket_address"]["port_value"] for n, x in listeners.items()} == {
+        "grpc": 8001, "http": 8000, "ops": 9902,
+    }  # fmt: skip
+    manager = listeners["grpc"]["filter_chains"][0]["filters"][0]["typed_config"]
     assert manager["codec_type"] == "HTTP2"
     routes = manager["route_config"]["virtual_hosts"][0]["routes"]
-    assert all(r["route"]["cluster"] == "triton" for r in routes)
+    assert all(r["route"]["cluster"] == "triton_grpc" for r in routes)
+    http_routes = listeners["http"]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+    assert all(r["route"]["cluster"] == "triton_http" for r in http_routes["virtual_hosts"][0]["routes"])
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
 
 
@@ -198,3 +261,46 @@ def test_dashboard_has_the_required_panels():
     for panel in dashboard["panels"]:
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
+# --- docs ---------------------------------------------------------------------------------------------
+
+
+SAMPLE_PATH = re.compile(r"[\w./*-]*samples/[\w.*-]+\.(?:png|wav|txt|json|jpg)")
+
+
+def sample_paths(text: str) -> list[str]:
+    return sorted(set(SAMPLE_PATH.findall(text)))
+
+
+def test_deploy_docs_name_samples_that_exist():
+    """Every sample file a deploy doc names (run from the repository root) exists."""
+    for doc in sorted((ROOT / "deploy").glob("*.md")):
+        for path in sample_paths(doc.read_text()):
+            assert list(ROOT.glob(path)), f"{doc.relative_to(ROOT)} names {path}, which does not exist"
+
+
+def test_sample_path_check_catches_a_missing_sample():
+    assert sample_paths('trimodal infer --text "seven" --image samples/7.png') == ["samples/7.png"]
+    assert not list(ROOT.glob("samples/7.png"))
+
+
+def test_dashboard_failures_by_reason_and_preprocessing_cpu():
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = {p["title"]: " ".join(t["expr"] for t in p.get("targets", [])) for p in dashboard["panels"]}
+    by_reason = [
+        t for t, e in exprs.items() if re.search(r"sum by \(model, reason\) \(rate\(nv_inference_request_failure", e)
+    ]
+    assert by_reason, "a panel with failures by model and reason"
+    stubs = [t for t, e in exprs.items() if 'nv_inference_compute_infer_duration_us{model=~"preprocess_.*"' in e]
+    assert stubs, "a panel with the preprocessing stubs' CPU (compute seconds per second)"
+    envoy = [t for t, e in exprs.items() if "envoy_cluster_upstream_rq_xx" in e]
+    assert envoy, "a panel with Envoy's upstream responses"
+
+
+def test_dashboard_queries_work_on_compose_and_kubernetes():
+    """No panel selects on compose's job names (on Kubernetes the job is the Service's name)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            assert "job=" not in target["expr"], (panel["title"], target["expr"])

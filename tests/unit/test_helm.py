@@ -27,7 +27,7 @@ NAMESPACE = "inference"
 RELEASE = "trimodal"
 # Oldest Kubernetes the chart supports (autoscaling/v2 behavior, policy/v1 PDB) and the newest schemas shipped.
 KUBE_VERSIONS = ("1.30.0", "1.37.0")
-CRD_KINDS = {"ServiceMonitor", "PodMonitor", "ScaledObject"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject"}
 INSTALL_HINT = "run `bash deploy/tools.sh`"
 
 helm = pytest.importorskip("helm_python", reason=f"helm-python-sdk (Helm v4 renderer) not installed: {INSTALL_HINT}")
@@ -40,16 +40,39 @@ def _values(variant: str) -> dict[str, Any]:
     if variant == "ci":
         return yaml.safe_load(CI_VALUES.read_text())
     if variant == "job":
-        return {"engineBuild": {"mode": "job"}, "autoscaling": {"mode": "none"}, "ingress": {"enabled": True}}
+        return {
+            "engineBuild": {"mode": "job"},
+            "modelRepository": {"source": "pvc", "pvc": {"existingClaim": "trimodal-models",
+                                                         "accessModes": ["ReadWriteMany"]}},
+            "autoscaling": {"mode": "none"},
+            "ingress": {"enabled": True},
+        }  # fmt: skip
     return {}
 
 
+# The CRD-backed APIs a cluster with Prometheus Operator and KEDA serves (`helm template --api-versions ...`).
+CRD_APIS = (
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PodMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+    "keda.sh/v1alpha1/ScaledObject",
+)
+
+
+def helm_render(values: dict[str, Any], api_versions: tuple[str, ...] = ()) -> dict[str, str]:
+    """`helm template` through Helm's SDK, with the cluster's extra API versions (`.Capabilities.APIVersions`)."""
+    from helm_python import _native
+
+    opts = {"name": RELEASE, "namespace": NAMESPACE, "is_install": True, "api_versions": list(api_versions)}
+    with helm.Chart.load(str(CHART)) as chart:
+        return json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(opts)))
+
+
 @cache
-def _render_cached(variant: str, overrides_json: str) -> tuple[dict[str, Any], ...]:
+def _render_cached(variant: str, overrides_json: str, api_versions: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
     values = _values(variant)
     values = _deep_merge(values, json.loads(overrides_json))
-    with helm.Chart.load(str(CHART)) as chart:
-        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    manifests = helm_render(values, api_versions)
     docs: list[dict[str, Any]] = []
     for path, text in sorted(manifests.items()):
         if not path.endswith((".yaml", ".yml")):
@@ -68,9 +91,10 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render(variant: str = "default", **overrides: Any) -> list[dict[str, Any]]:
-    """Render the chart (like `helm template`) and return the parsed documents."""
-    return list(_render_cached(variant, json.dumps(overrides, sort_keys=True)))
+def render(variant: str = "default", *, crds: bool = True, **overrides: Any) -> list[dict[str, Any]]:
+    """Render the chart (like `helm template`; by default for a cluster with the Prometheus Operator and KEDA CRDs)
+    and return the parsed documents."""
+    return list(_render_cached(variant, json.dumps(overrides, sort_keys=True), CRD_APIS if crds else ()))
 
 
 def one(docs: list[dict[str, Any]], kind: str, component: str | None = None) -> dict[str, Any]:
@@ -140,7 +164,7 @@ def test_too_short_grace_period_is_refused() -> None:
 
 
 def test_engine_build_job_mode() -> None:
-    docs = render(engineBuild={"mode": "job"})
+    docs = render("job")
     job = one(docs, "Job")
     assert "pre-install" in job["metadata"]["annotations"]["helm.sh/hook"]
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -374,7 +398,7 @@ def test_default_scales_on_a_proportional_and_a_queueing_metric() -> None:
 
 
 def test_unknown_scale_on_metric_is_refused() -> None:
-    with pytest.raises(Exception, match=r"not one of autoscaling\.metrics"):
+    with pytest.raises(Exception, match=r"scaleOn"):  # values.schema.json, before the template's own check
         render(autoscaling={"scaleOn": ["gpuMagic"]})
 
 
@@ -413,8 +437,10 @@ def test_keda_scaled_object() -> None:
 
 def test_monitoring_and_dashboard() -> None:
     default, ci = render(), render("ci")
-    sm = one(default, "ServiceMonitor")
+    sm = one(default, "ServiceMonitor", "triton")
     assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    envoy_sm = one(default, "ServiceMonitor", "envoy")
+    assert envoy_sm["spec"]["endpoints"][0] == {"port": "ops", "path": "/stats/prometheus", "interval": "15s"}
     assert "PodMonitor" in kinds(ci) and "ServiceMonitor" not in kinds(ci)
     dash = next(d for d in default if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard"))
     assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -435,5 +461,266 @@ def test_release_pinned_once() -> None:
     docs = render(release="26.11")
     c = triton_container(docs)
     assert c["image"] == "trimodal/triton:26.11"
-    init = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]["initContainers"][0]
-    assert init["image"] == "trimodal/engine-builder:26.11", "engines and server from the same release"
+    init = {c["name"]: c for c in one(docs, "Deployment", "triton")["spec"]["template"]["spec"]["initContainers"]}
+    assert init["engine-build"]["image"] == "trimodal/engine-builder:26.11", "engines and server from one release"
+
+
+# ------------------------------------------------------------------------------- issue 12: the GPU path in Helm
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_triton_exports_latency_summaries(variant: str) -> None:
+    """The dashboard's p50/p99 panels read Triton's summaries: compose and the chart both enable them."""
+    assert flag(triton_container(render(variant))["args"], "metrics-config") == "summary_latencies=true"
+
+
+def _engine_build_commands(docs: list[dict[str, Any]]) -> list[str]:
+    commands = []
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "Job"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        for c in pod.get("initContainers", []) + (pod["containers"] if doc["kind"] == "Job" else []):
+            commands.append(" ".join(c.get("command", []) + c.get("args", [])))
+    return commands
+
+
+PVC_VALUES = {"modelRepository": {"source": "pvc", "pvc": {"existingClaim": "models", "accessModes": ["ReadOnlyMany"]}}}
+JOB_VALUES = {
+    "modelRepository": {"source": "pvc", "pvc": {"existingClaim": "models", "accessModes": ["ReadWriteMany"]}},
+    "engineBuild": {"mode": "job"},
+}
+
+
+@pytest.mark.parametrize("values", [{}, PVC_VALUES, JOB_VALUES], ids=["image", "pvc", "job"])
+def test_engine_builds_never_train_or_render(values: dict[str, Any]) -> None:
+    """Builds read the ONNX graphs already in the repository: `trimodal build-engines`, never `trimodal build`."""
+    builds = [c for c in _engine_build_commands(render(**values)) if "trimodal" in c]
+    assert builds, "expected an engine build"
+    for command in builds:
+        assert "trimodal build-engines" in command, command
+        assert not re.search(r"trimodal (build|render)( |$)", command), command
+        assert "--repository /models" in command
+
+
+def test_job_mode_builds_into_an_existing_filled_claim() -> None:
+    """A pre-install hook runs before the chart's own objects exist: the claim must exist (and be filled) first."""
+    docs = render(**JOB_VALUES)
+    job = one(docs, "Job")
+    assert "pre-install" in job["metadata"]["annotations"]["helm.sh/hook"]
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "models"
+    assert "PersistentVolumeClaim" not in kinds(docs), "an empty claim created by the chart cannot feed a build"
+    with pytest.raises(Exception, match="existingClaim"):
+        render(modelRepository={"source": "pvc"}, engineBuild={"mode": "job"})
+    with pytest.raises(Exception, match="ReadWriteMany"):
+        render(modelRepository={"source": "pvc", "pvc": {"existingClaim": "m", "accessModes": ["ReadOnlyMany"]}},
+               engineBuild={"mode": "job"})  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", [["ReadWriteOnce"], ["ReadWriteOncePod"]])
+def test_single_node_claim_is_refused(mode: list[str]) -> None:
+    """Several Triton pods (replicas, autoscaling, the rollout's surge pod) spread over nodes cannot attach a
+    ReadWriteOnce volume (Multi-Attach error on block storage)."""
+    with pytest.raises(Exception, match="Multi-Attach"):
+        render(modelRepository={"source": "pvc", "pvc": {"existingClaim": "m", "accessModes": mode}})
+
+
+def test_default_reads_the_models_image_into_a_pod_local_volume() -> None:
+    docs = render()
+    pod = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]
+    names = [c["name"] for c in pod["initContainers"]]
+    assert names == ["fetch-models", "engine-build"]
+    fetch = pod["initContainers"][0]
+    assert fetch["image"].startswith("trimodal/models:")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["models"]
+    assert "PersistentVolumeClaim" not in kinds(docs)
+
+
+# -------------------------------------------------------------------------- issue 13: shutdown order (Envoy first)
+
+
+def _envoy_pod(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = one(docs, "Deployment", "envoy")["spec"]["template"]["spec"]
+    return pod, pod["containers"][0]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shutdown_order_envoy_drains_before_triton_stops(variant: str) -> None:
+    """Timeline when Envoy and Triton pods terminate together (helm uninstall, node drain): Envoy fails its health
+    check and drains within drainSeconds, shorter than Triton's preStop sleep, during which Triton still serves;
+    only then does Triton get SIGTERM and drain within --exit-timeout-secs; no grace period cuts either short."""
+    docs = render(variant)
+    epod, envoy = _envoy_pod(docs)
+    env = {e["name"]: e.get("value") for e in envoy["env"]}
+    drain, drain_min = int(env["DRAIN_SECONDS"]), int(env["DRAIN_MIN_SECONDS"])
+    assert envoy["lifecycle"]["preStop"]["exec"]["command"] == ["bash", "/etc/envoy/envoy-drain.sh", "drain"]
+    args = envoy["args"]
+    assert int(args[args.index("--drain-time-s") + 1]) == drain
+    assert epod["terminationGracePeriodSeconds"] >= drain + 5
+    assert 0 < drain_min <= drain
+
+    tpod = one(docs, "Deployment", "triton")["spec"]["template"]["spec"]
+    triton = triton_container(docs)
+    sleep = int(re.search(r"sleep (\d+)", " ".join(triton["lifecycle"]["preStop"]["exec"]["command"])).group(1))  # type: ignore[union-attr]
+    exit_timeout = int(flag(triton["args"], "exit-timeout-secs") or 0)
+    assert drain < sleep, "Envoy must be drained before Triton stops taking requests"
+    assert tpod["terminationGracePeriodSeconds"] >= sleep + exit_timeout + 5
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and "envoy.yaml" in d.get("data", {}))
+    assert cm["data"]["envoy-drain.sh"] == (CHART / "files" / "envoy-drain.sh").read_text()
+    mounts = {m["mountPath"]: m["name"] for m in envoy["volumeMounts"]}
+    assert mounts["/etc/envoy"] == "config"
+    # retried on another pod when a stopping Triton refuses with UNAVAILABLE
+    envoy_config = yaml.safe_load(cm["data"]["envoy.yaml"])
+    grpc_listener = next(x for x in envoy_config["static_resources"]["listeners"] if x["name"] == "grpc")
+    routes = grpc_listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
+    unary = routes["routes"][-1]["route"]
+    assert "unavailable" in unary["retry_policy"]["retry_on"]
+
+
+@pytest.mark.parametrize(
+    ("envoy", "match"),
+    [
+        ({"drainSeconds": 15}, "shorter than triton.preStopSleepSeconds"),
+        ({"drainSeconds": 10, "terminationGracePeriodSeconds": 12}, r"envoy\.terminationGracePeriodSeconds"),
+        ({"drainMinSeconds": 11}, "drainMinSeconds"),
+    ],
+)
+def test_bad_shutdown_timing_is_refused(envoy: dict[str, Any], match: str) -> None:
+    with pytest.raises(Exception, match=match):
+        render(envoy=envoy)
+
+
+# --------------------------------------------------------------------- issue 14: the conventions Helm users expect
+
+
+def test_chart_installs_without_operator_crds() -> None:
+    """A cluster without the Prometheus Operator or KEDA: no custom resource is rendered, everything else validates."""
+    kv = _kubernetes_validate()
+    for variant in VARIANTS:
+        docs = render(variant, crds=False)
+        assert not CRD_KINDS & set(kinds(docs)), variant
+        for doc in docs:
+            kv.validate(doc, KUBE_VERSIONS[0], strict=True)
+    keda_without_keda = one(render("ci", crds=False), "Deployment", "triton")
+    assert keda_without_keda["spec"]["replicas"] == 1, "a fixed size (minReplicas) until KEDA exists"
+
+
+def test_custom_resources_rendered_when_the_apis_exist() -> None:
+    default, ci = kinds(render()), kinds(render("ci"))
+    assert default.count("ServiceMonitor") == 2 and "PrometheusRule" in default  # Triton + Envoy
+    assert ci.count("PodMonitor") == 2 and "ScaledObject" in ci
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_helm_lint_strict(variant: str, tmp_path: Path) -> None:
+    values = _values(variant)
+    report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not problems and not report["errors"], report
+
+
+def test_kube_version_constraint() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    match = re.fullmatch(r">=(\d+)\.(\d+)\.0-0", chart["kubeVersion"])
+    assert match, chart["kubeVersion"]
+    minimum = (int(match.group(1)), int(match.group(2)))
+    assert minimum == tuple(int(x) for x in KUBE_VERSIONS[0].split(".")[:2]), "the oldest schemas validated"
+
+
+def test_values_schema_accepts_the_shipped_values_and_refuses_mistakes() -> None:
+    with helm.Chart.load(str(CHART)) as chart:
+        assert chart.schema is not None
+        for variant in VARIANTS:
+            chart.validate_schema(_values(variant))
+        for bad in (
+            {"autoscaling": {"mode": "kubernetes"}},
+            {"modelRepository": {"source": "s3"}},
+            {"trition": {"replicas": 2}},  # a typo is not silently ignored
+            {"ingress": {"host": "x"}},  # the old single host: now ingress.hosts[]
+            {"engineBuild": {"mode": "job", "extraArgs": "--force"}},
+            {"metrics": {"prometheusRule": {"failureRatio": 5}}},
+        ):
+            with pytest.raises(Exception, match="trimodal"):
+                chart.validate_schema(bad)
+
+
+def test_chart_readme_values_table_is_current() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("values_table", ROOT / "deploy" / "helm" / "values_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    readme = (CHART / "README.md").read_text()
+    assert readme == module.render_readme(readme), "run: python deploy/helm/values_table.py"
+    text = (CHART / "values.yaml").read_text()
+    undocumented = [k for k, _, d in module.rows(yaml.safe_load(text), module.descriptions(text)) if not d]
+    assert not undocumented, f"values without a comment in values.yaml: {undocumented}"
+
+
+def _notes(crds: bool = True, **values: Any) -> str:
+    return helm_render(values, CRD_APIS if crds else ())["trimodal/templates/NOTES.txt"]
+
+
+def test_notes_tell_address_admin_key_port_forward_and_infer() -> None:
+    notes = _notes()
+    assert "trimodal.inference.svc:8001" in notes and "trimodal.inference.svc:8000" in notes
+    assert "kubectl -n inference port-forward svc/trimodal 8001:8001 8000:8000" in notes
+    assert "trimodal infer --url 127.0.0.1:8001" in notes
+    assert "get secret trimodal-admin-key -o jsonpath='{.data.admin-key}' | base64 -d" in notes
+    assert "triton-grpc-protocol-admin-key" in notes
+    assert "helm test trimodal -n inference" in notes
+    assert "no Prometheus Operator" not in notes
+    assert "no Prometheus Operator API" in _notes(crds=False)
+    assert "WARNING: autoscaling.mode=keda" in _notes(crds=False, autoscaling={"mode": "keda"})
+
+
+def test_helm_test_pod_checks_readiness_and_infers() -> None:
+    docs = render()
+    (pod,) = [d for d in docs if d["kind"] == "Pod"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["command"][-1]
+    assert "http://trimodal.inference.svc:8000/v2/models/multimodal/ready" in script
+    assert "trimodal infer --url trimodal.inference.svc:8001" in script
+    assert pod["spec"]["containers"][0]["image"] == "trimodal/triton:26.10", "the serving image carries the client"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    policy = one(docs, "NetworkPolicy")
+    selectors = [f.get("podSelector", {}).get("matchLabels", {}) for f in policy["spec"]["ingress"][0]["from"]]
+    assert any(s.get("app.kubernetes.io/component") == "test" for s in selectors)
+    headless = next(d for d in render(envoy={"enabled": False}) if d["kind"] == "Pod")
+    assert "trimodal-triton-headless.inference.svc:8001" in headless["spec"]["containers"][0]["command"][-1]
+    assert not [d for d in render(tests={"enabled": False}) if d["kind"] == "Pod"]
+
+
+def test_ingress_hosts() -> None:
+    hosts = [
+        {"host": "a.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]},
+        {"host": "b.example.com", "paths": [{"path": "/inference.GRPCInferenceService", "pathType": "Prefix"}]},
+    ]
+    ingress = one(render(ingress={"enabled": True, "hosts": hosts}), "Ingress")
+    rules = ingress["spec"]["rules"]
+    assert [r["host"] for r in rules] == ["a.example.com", "b.example.com"]
+    assert rules[1]["http"]["paths"][0]["path"] == "/inference.GRPCInferenceService"
+    assert rules[0]["http"]["paths"][0]["backend"]["service"] == {"name": "trimodal", "port": {"number": 8001}}
+
+
+def test_service_account() -> None:
+    docs = render()
+    sa = one(docs, "ServiceAccount")
+    assert sa["metadata"]["name"] == "trimodal" and sa["automountServiceAccountToken"] is False
+    for component in ("triton", "envoy"):
+        pod = one(docs, "Deployment", component)["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "trimodal"
+    existing = render(serviceAccount={"create": False, "name": "inference-sa"})
+    assert "ServiceAccount" not in kinds(existing)
+    assert one(existing, "Deployment", "triton")["spec"]["template"]["spec"]["serviceAccountName"] == "inference-sa"
+
+
+def test_fill_models_pod_manifest_validates() -> None:
+    kv = _kubernetes_validate()
+    pod = yaml.safe_load((ROOT / "deploy" / "helm" / "fill-models-pod.yaml").read_text())
+    for version in KUBE_VERSIONS:
+        kv.validate(pod, version, strict=True)
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "trimodal-models"

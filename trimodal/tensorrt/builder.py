@@ -23,6 +23,7 @@ from typing import Any
 
 from trimodal.contract import ENCODERS, TensorSpec
 from trimodal.errors import EngineError
+from trimodal.layout import BuildLayout
 from trimodal.spec import PipelineSpec
 from trimodal.tensorrt.layers import LayerPrecisions, check_graph_precision, summarize_network
 from trimodal.tensorrt.metadata import PlanMetadata, engine_io, read_metadata, sha256_file, write_metadata
@@ -260,6 +261,7 @@ def build_all(
     repo_dir: Path,
     *,
     build_dir: Path | None = None,
+    cache_dir: Path | None = None,
     precision: str | None = None,
     workspace: int | None = None,
     models: Sequence[str] = ENCODERS,
@@ -278,6 +280,8 @@ def build_all(
         spec: the pipeline spec (it must have rendered the repository's configs).
         repo_dir: the model repository; plans go to ``<model>/1/``.
         build_dir: a mounted build folder to read the graphs from (its ``engines/`` keeps the timing cache).
+        cache_dir: where the persistent timing cache lives (default: ``<build_dir>/engines`` when a build
+            folder is given, else none).
         precision: ``fp32``/``fp16``/``int8``; defaults to pipeline.yaml's.
         workspace: builder workspace in MiB; defaults to ``spec.engines.workspace_mib``.
         models: which models to build.
@@ -297,7 +301,8 @@ def build_all(
     graphs = {m: source.existing_graph(m, engine_precision(spec, m, precision)) for m in models}
     import_tensorrt()  # the first call into TensorRT: a clear error where the bindings are missing
     runtime = runtime or detect_runtime()
-    cache = None if build_dir is None else timing_cache_path(Path(build_dir) / "engines", runtime)
+    cache_dir = cache_dir or (None if build_dir is None else BuildLayout(Path(build_dir)).engines)
+    cache = None if cache_dir is None else timing_cache_path(Path(cache_dir), runtime)
     settings = BuildSettings(workspace_mib, cache, runtime, progress)
     LOGGER.info("building %d strongly typed engine(s) from the %s, workspace %d MiB, TensorRT %s on %s (cc %s)",
                 len(models), source.origin, workspace_mib, runtime.tensorrt_version, runtime.gpu_name,

@@ -92,19 +92,77 @@ app.kubernetes.io/component: envoy
 {{- toJson $out -}}
 {{- end -}}
 
+{{/* The models image (modelRepository.source=image). */}}
+{{- define "trimodal.models.image" -}}
+{{- $i := .Values.modelRepository.image -}}
+{{- printf "%s:%s" (required "modelRepository.image.repository is required with modelRepository.source=image" $i.repository) (required "modelRepository.image.tag is required with modelRepository.source=image" ($i.tag | toString)) -}}
+{{- end -}}
+
+{{/* The service account pods run as. */}}
+{{- define "trimodal.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- .Values.serviceAccount.name | default (include "trimodal.fullname" .) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name | default "default" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Where the Triton pod's /models comes from: "copy" = a pod-local emptyDir filled by init containers (source image,
+or a claim copied so that plans can be built per pod); "claim" = the claim itself, read-only; "none" = object store.
+*/}}
+{{- define "trimodal.modelsVolume" -}}
+{{- $src := .Values.modelRepository.source -}}
+{{- if eq $src "image" -}}copy
+{{- else if and (eq $src "pvc") (eq .Values.engineBuild.mode "initContainer") -}}copy
+{{- else if eq $src "pvc" -}}claim
+{{- else -}}none
+{{- end -}}
+{{- end -}}
+
 {{/* Sanity checks on values that would otherwise fail at run time. */}}
 {{- define "trimodal.validate" -}}
-{{- if not (has .Values.modelRepository.source (list "pvc" "objectStore")) -}}
-{{- fail "modelRepository.source must be pvc or objectStore" -}}
+{{- $src := .Values.modelRepository.source -}}
+{{- $mode := .Values.engineBuild.mode -}}
+{{- $pvc := .Values.modelRepository.pvc -}}
+{{- if not (has $src (list "image" "pvc" "objectStore")) -}}
+{{- fail "modelRepository.source must be image, pvc or objectStore" -}}
 {{- end -}}
-{{- if not (has .Values.engineBuild.mode (list "initContainer" "job" "none")) -}}
+{{- if not (has $mode (list "initContainer" "job" "none")) -}}
 {{- fail "engineBuild.mode must be initContainer, job or none" -}}
 {{- end -}}
-{{- if and (eq .Values.modelRepository.source "objectStore") (ne .Values.engineBuild.mode "none") -}}
-{{- fail "modelRepository.source=objectStore serves plans already in the bucket: set engineBuild.mode=none (build them with `trimodal build --target gpu` per GPU architecture and upload)" -}}
+{{- if and (eq $src "objectStore") (ne $mode "none") -}}
+{{- fail "modelRepository.source=objectStore serves plans already in the bucket: set engineBuild.mode=none (build them with `trimodal build-engines` per GPU architecture and upload)" -}}
+{{- end -}}
+{{- if eq $src "pvc" -}}
+{{- if not $pvc.existingClaim -}}
+{{- fail "modelRepository.pvc.existingClaim is required with modelRepository.source=pvc: the chart never creates an empty claim (a new claim holds no repository to serve or build from). Fill one first (deploy/KUBERNETES.md, section Fill the model repository) or use modelRepository.source=image" -}}
+{{- end -}}
+{{- if not (or (has "ReadOnlyMany" $pvc.accessModes) (has "ReadWriteMany" $pvc.accessModes)) -}}
+{{- fail (printf "modelRepository.pvc.accessModes %v: Triton pods on several nodes (replicas, autoscaling, the rollout's surge pod) cannot share a single-node volume; a ReadWriteOnce block volume attaches to one node and every other pod fails with a Multi-Attach error. Use a ReadOnlyMany or ReadWriteMany claim, or modelRepository.source=image" $pvc.accessModes) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $mode "job" -}}
+{{- if ne $src "pvc" -}}
+{{- fail "engineBuild.mode=job builds into a shared claim: it needs modelRepository.source=pvc (with source=image, use engineBuild.mode=initContainer)" -}}
+{{- end -}}
+{{- if not (has "ReadWriteMany" $pvc.accessModes) -}}
+{{- fail "engineBuild.mode=job writes plans into the claim while Triton pods on other nodes read it: modelRepository.pvc.accessModes must include ReadWriteMany" -}}
+{{- end -}}
 {{- end -}}
 {{- if not (has .Values.autoscaling.mode (list "hpa" "keda" "none")) -}}
 {{- fail "autoscaling.mode must be hpa, keda or none" -}}
+{{- end -}}
+{{- if .Values.envoy.enabled -}}
+{{- if ge (int .Values.envoy.drainSeconds) (int .Values.triton.preStopSleepSeconds) -}}
+{{- fail (printf "envoy.drainSeconds (%v) must be shorter than triton.preStopSleepSeconds (%v): when both go at once, Envoy must finish draining before Triton stops taking requests" .Values.envoy.drainSeconds .Values.triton.preStopSleepSeconds) -}}
+{{- end -}}
+{{- if gt (int .Values.envoy.drainMinSeconds) (int .Values.envoy.drainSeconds) -}}
+{{- fail "envoy.drainMinSeconds must not exceed envoy.drainSeconds" -}}
+{{- end -}}
+{{- if lt (int .Values.envoy.terminationGracePeriodSeconds) (int (add .Values.envoy.drainSeconds 5)) -}}
+{{- fail (printf "envoy.terminationGracePeriodSeconds (%v) must be at least envoy.drainSeconds + 5 = %v, or Kubernetes kills Envoy while it drains" .Values.envoy.terminationGracePeriodSeconds (add .Values.envoy.drainSeconds 5)) -}}
+{{- end -}}
 {{- end -}}
 {{- $minGrace := add .Values.triton.exitTimeoutSeconds .Values.triton.preStopSleepSeconds 5 -}}
 {{- if lt (int .Values.triton.terminationGracePeriodSeconds) (int $minGrace) -}}
