@@ -46,7 +46,7 @@ from trimodal.bench.workload import (  # noqa: E402
     parse_label_entry,
     parse_mix,
 )
-from trimodal.client import build_inputs, build_outputs  # noqa: E402
+from trimodal.client import build_inputs, build_outputs, server_timeout_us  # noqa: E402
 from trimodal.errors import ClientError  # noqa: E402
 from trimodal.layout import Layout  # noqa: E402
 from trimodal.spec import load_spec  # noqa: E402
@@ -136,6 +136,7 @@ class TritonUser(User):
                 build_inputs([item.sample], grpcclient),
                 outputs=build_outputs(grpcclient, 1),
                 client_timeout=self.deadline_s,
+                timeout=server_timeout_us(self.deadline_s),
             )
             probabilities = check_probabilities(result.as_numpy(contract.PROBABILITIES), len(self.classes))
             labels = result.as_numpy(contract.LABEL)

@@ -218,7 +218,7 @@ def serve(
     ] = None,
 ) -> None:
     """Start tritonserver in the foreground until Ctrl-C / SIGTERM (self-healing unless --no-supervise)."""
-    from trimodal.triton.serve import serve_forever
+    from trimodal.triton.serve import clean, describe_stop, serve_forever
     from trimodal.triton.server import ServerConfig
 
     layout = Layout.default(repository=repository)
@@ -241,8 +241,10 @@ def serve(
         typer.echo("Ctrl-C to stop")
         sys.stdout.flush()
 
-    serve_forever(config, ready_timeout_s=ready_timeout, supervise=supervise, on_ready=on_ready)
-    typer.echo("stopped")
+    report = serve_forever(config, ready_timeout_s=ready_timeout, supervise=supervise, on_ready=on_ready)
+    typer.echo(describe_stop(report))
+    if not clean(report):
+        raise typer.Exit(code=1)
 
 
 def _sample_files(folder: Path) -> list[tuple[Path, Path, Path, dict[str, Any]]]:

@@ -31,6 +31,15 @@ LOGGER = logging.getLogger(__name__)
 DEFAULT_URL = "127.0.0.1:8001"
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+SERVER_TIMEOUT_FRACTION = 0.8
+"""Share of a call's deadline sent to the server as the request's own timeout: Triton then drops work that
+waited too long itself (UNAVAILABLE, "Request timeout expired") before the client's deadline cancels it; a
+flood of client-cancelled requests can wedge Triton 2.51 (benchmarks/RELIABILITY.md)."""
+
+
+def server_timeout_us(deadline_s: float) -> int:
+    """The server-side timeout (microseconds, Triton's request ``timeout``) for a call with this deadline."""
+    return max(1, int(deadline_s * SERVER_TIMEOUT_FRACTION * 1e6))
 
 
 @dataclass(frozen=True)
@@ -250,7 +259,11 @@ class TrimodalClient:
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 result = self._client.infer(
-                    self.model, inputs, outputs=build_outputs(self._module, top_k), client_timeout=self.timeout_s
+                    self.model,
+                    inputs,
+                    outputs=build_outputs(self._module, top_k),
+                    client_timeout=self.timeout_s,
+                    timeout=server_timeout_us(self.timeout_s),
                 )
                 return parse_result(result)
             except InferenceServerException as exc:
@@ -302,7 +315,7 @@ async def classify_many_async(
             try:
                 result = await client.infer(
                     model, build_inputs([sample], aioclient), outputs=build_outputs(aioclient, top_k),
-                    client_timeout=timeout_s,
+                    client_timeout=timeout_s, timeout=server_timeout_us(timeout_s),
                 )  # fmt: skip
             except InferenceServerException as exc:
                 error = _wrap(exc, f"classify sample {index}")

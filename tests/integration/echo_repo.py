@@ -29,6 +29,26 @@ class TritonPythonModel(BatchedModel):
         return {"Y": inputs["X"] * 2}
 """
 
+WEDGE = """
+import os
+import time
+from pathlib import Path
+
+from trimodal.runtime.backends.base import BatchedModel
+
+FLAG = Path(__file__).parent / "wedge"
+
+
+class TritonPythonModel(BatchedModel):
+    # Echo that hangs while the flag file names the tritonserver it runs under (a wedged stage).
+    concatenate = True
+
+    def compute(self, inputs):
+        if FLAG.exists() and FLAG.read_text().strip() == str(os.getppid()):
+            time.sleep(3600)
+        return {"Y": inputs["X"] * 2}
+"""
+
 BROKEN = """
 class TritonPythonModel:
     def initialize(self, args):

@@ -29,9 +29,6 @@ SOAK_S = 600.0 if FULL else 60.0
 DEADLINE_S = 5.0
 BUILD = Layout.default().build.root
 RESULTS = BUILD / "reliability"
-# Open-loop throughput the server sustained under overload: the soak's 100% (a closed loop at 16 in flight
-# overstates what Poisson arrivals of full three-modality requests can get on this machine).
-SUSTAINED: dict[str, float] = {}
 
 
 def _config(work: Path, exit_timeout_s: int = 15) -> ServerConfig:
@@ -107,7 +104,6 @@ def _overload(server: TritonServer, generator: LoadGenerator, capacity: float) -
         "shed_messages": sorted({o.message[:90] for o in result.outcomes if o.status != "OK"})[:5],
     }  # fmt: skip
     _record("overload", summary)
-    SUSTAINED["rps"] = result.throughput()
     assert set(statuses) == {"OK", "UNAVAILABLE"}, summary
     shed = [o for o in result.outcomes if o.status == "UNAVAILABLE"]
     assert all("timeout" in o.message.lower() or "queue" in o.message.lower() for o in shed), shed[:3]
@@ -122,18 +118,41 @@ def _overload(server: TritonServer, generator: LoadGenerator, capacity: float) -
     assert received - summary["server_successes"] == statuses["UNAVAILABLE"], summary
 
 
+def open_loop_capacity(generator: LoadGenerator, closed_loop_rps: float) -> tuple[float, list[dict]]:
+    """The highest Poisson rate the server sustains open loop: every request OK, goodput >= 95% of the offered
+    rate and p99 (timed from each request's scheduled send) under 1 s. Swept from 40% to 100% of the closed-loop
+    saturation; returns the rate and the sweep."""
+    sweep, best = [], 0.0
+    for fraction in (0.4, 0.6, 0.8, 1.0):
+        rate = fraction * closed_loop_rps
+        result = asyncio.run(generator.open_loop(rate_rps=rate, duration_s=6.0, seed=int(fraction * 10)))
+        ok = result.statuses() == {"OK": len(result.outcomes)}
+        sustained = ok and result.throughput() >= 0.95 * rate and result.percentile_ms(99) < 1000.0
+        sweep.append({"rate_rps": round(rate, 1), **result.summary(), "sustained": sustained})
+        if not sustained:
+            break
+        best = rate
+    return best, sweep
+
+
 def test_soak_stays_flat(server, generator, capacity) -> None:
+    """Soak at 70% of the OPEN-loop capacity (not of overload goodput); drift compared after warm-up."""
+    open_capacity, sweep = open_loop_capacity(generator, capacity)
+    assert open_capacity > 0, sweep
     pgid = server.process.pid
     rss_start = process_group_rss_mb(pgid)
-    full_rate = min(capacity, SUSTAINED.get("rps", capacity))
-    result = asyncio.run(generator.open_loop(rate_rps=0.7 * full_rate, duration_s=SOAK_S))
+    rate = 0.7 * open_capacity
+    result = asyncio.run(generator.open_loop(rate_rps=rate, duration_s=SOAK_S))
     rss_end = process_group_rss_mb(pgid)
     window = 60.0 if FULL else 15.0
-    p99_first = result.percentile_ms(99, (0.0, window))
+    warmup = window  # the first window (caches, allocator, branch predictors) is not the baseline
+    p99_first = result.percentile_ms(99, (warmup, warmup + window))
     p99_last = result.percentile_ms(99, (SOAK_S - window, SOAK_S))
-    summary = {**result.summary(), "rate_rps": round(0.7 * full_rate, 2), "rss_start_mb": round(rss_start, 1),
-               "rss_end_mb": round(rss_end, 1), "p99_first_window_ms": round(p99_first, 2),
-               "p99_last_window_ms": round(p99_last, 2), "window_s": window}  # fmt: skip
+    summary = {**result.summary(), "closed_loop_capacity_rps": round(capacity, 2),
+               "open_loop_capacity_rps": round(open_capacity, 2), "sweep": sweep, "rate_rps": round(rate, 2),
+               "rss_start_mb": round(rss_start, 1), "rss_end_mb": round(rss_end, 1),
+               "p99_after_warmup_ms": round(p99_first, 2), "p99_last_window_ms": round(p99_last, 2),
+               "window_s": window, "warmup_s": warmup}  # fmt: skip
     _record("soak", summary)
     assert result.statuses() == {"OK": len(result.outcomes)}, summary
     assert rss_end - rss_start < 100.0, summary

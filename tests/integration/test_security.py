@@ -59,8 +59,14 @@ def test_binds_to_loopback_only(restricted) -> None:
         assert addresses and addresses <= loopback, f"port {port} listens on {addresses}, beyond 127.0.0.1"
 
 
-def test_model_control_mode_is_none(restricted) -> None:
-    assert "--model-control-mode=none" in restricted.command()
+def test_model_loading_needs_the_key(restricted) -> None:
+    """Explicit model control (what lets `trimodal serve` drain): loading and unloading stay behind the key."""
+    assert "--model-control-mode=explicit" in restricted.command()
+    base = restricted.config.http_url
+    for path in ("/v2/repository/models/echo/load", "/v2/repository/models/echo/unload"):
+        assert _http(f"{base}{path}", data=b"{}") == 403
+        assert _http(f"{base}{path}", {ADMIN_HEADER: "wrong"}, data=b"{}") == 403
+    assert _http(f"{base}/v2/models/echo/ready") == 200, "a refused request changed the loaded models"
 
 
 def test_restricted_grpc_apis_need_the_key(restricted) -> None:

@@ -48,6 +48,10 @@ def test_start_infer_reject_stop_leaves_nothing(tmp_path: Path) -> None:
     finally:
         code = server.stop()
     assert code == 0
+    # Recorded when tritonserver exited, BEFORE stop() killed its group and removed segments (it can fail).
+    report = server.last_stop
+    assert report is not None and report.clean_exit, report
+    assert report.stubs_left == () and report.shm_left == (), report
     assert _stubs_of(pgid) == []
     assert server.shm_segments() == []
 

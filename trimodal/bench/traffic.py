@@ -3,7 +3,9 @@
 Unlike :mod:`trimodal.bench.loadgen` (closed-loop throughput/latency levels for the benchmarks), this
 records every request with its start time, latency, gRPC status and message, so callers can check that
 every request got an answer or hit its deadline, how overload was shed, and how latency drifted over time.
-Open loop (Poisson or uniform arrivals, no coordinated omission) and closed loop.
+Open loop (Poisson or uniform arrivals, no coordinated omission: latency is timed from each request's
+scheduled send, so a client that falls behind shows up as latency) and closed loop. Every request carries its
+deadline and a server-side timeout (:func:`trimodal.client.server_timeout_us`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from trimodal import contract
-from trimodal.client import Sample, build_inputs, build_outputs, parse_result
+from trimodal.client import Sample, build_inputs, build_outputs, parse_result, server_timeout_us
 
 
 @dataclass(frozen=True)
@@ -84,26 +86,31 @@ class LoadGenerator:
         samples: payloads, used round-robin.
         deadline_s: deadline of every request.
         validate: check every successful answer (finite probabilities summing to 1).
+        server_timeout: also send the server-side timeout with each request.
     """
 
     def __init__(
-        self, url: str, samples: Sequence[Sample], deadline_s: float = 5.0, validate: bool = True
+        self, url: str, samples: Sequence[Sample], deadline_s: float = 5.0, validate: bool = True,
+        server_timeout: bool = True,
     ) -> None:  # fmt: skip
         self.url = url
         self.samples = list(samples)
         self.deadline_s = deadline_s
         self.validate = validate
+        self.timeout_us = server_timeout_us(deadline_s) if server_timeout else None
 
-    async def _one(self, client: object, index: int, t0: float, result: LoadResult) -> None:
+    async def _one(
+        self, client: object, index: int, t0: float, result: LoadResult, scheduled: float | None = None
+    ) -> None:
         import tritonclient.grpc.aio as aioclient
         from tritonclient.utils import InferenceServerException
 
         sample = self.samples[index % len(self.samples)]
-        started = time.perf_counter()
+        started = time.perf_counter() if scheduled is None else scheduled
         try:
             response = await client.infer(  # type: ignore[attr-defined]
                 contract.ENSEMBLE, build_inputs([sample], aioclient), outputs=build_outputs(aioclient, 1),
-                client_timeout=self.deadline_s,
+                client_timeout=self.deadline_s, timeout=self.timeout_us,
             )  # fmt: skip
             status, message = "OK", ""
             if self.validate:
@@ -134,7 +141,7 @@ class LoadGenerator:
                 delay = next_at - (time.perf_counter() - t0)
                 if delay > 0:
                     await asyncio.sleep(delay)
-                tasks.append(asyncio.ensure_future(self._one(client, index, t0, result)))
+                tasks.append(asyncio.ensure_future(self._one(client, index, t0, result, t0 + next_at)))
                 index += 1
                 next_at += rng.expovariate(rate_rps) if poisson else 1.0 / rate_rps
             await asyncio.gather(*tasks)

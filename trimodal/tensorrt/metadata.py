@@ -16,7 +16,7 @@ from typing import Any
 
 from trimodal.contract import TensorSpec
 from trimodal.errors import EngineError
-from trimodal.tensorrt.layers import LayerPrecisions
+from trimodal.tensorrt.layers import DTYPE_NAMES, LayerPrecisions
 from trimodal.tensorrt.profiles import ShapeRange
 from trimodal.tensorrt.runtime import RuntimeInfo
 
@@ -25,18 +25,8 @@ LOGGER = logging.getLogger(__name__)
 METADATA_SCHEMA = 2  # 2: strongly typed builds (graph origin, per-layer precision summary)
 METADATA_SUFFIX = ".json"
 
-# TensorRT DataType enum names -> Triton/KServe dtype names (as used in trimodal.contract).
-_TRT_DTYPES: dict[str, str] = {
-    "FLOAT": "FP32",
-    "HALF": "FP16",
-    "BF16": "BF16",
-    "INT8": "INT8",
-    "UINT8": "UINT8",
-    "INT32": "INT32",
-    "INT64": "INT64",
-    "BOOL": "BOOL",
-    "FP8": "FP8",
-}
+# The TensorRT dtypes Triton can serve (names as in trimodal.contract; layers.DTYPE_NAMES maps TensorRT's names).
+SERVABLE_DTYPES = frozenset({"FP32", "FP16", "BF16", "INT8", "UINT8", "INT32", "INT64", "BOOL", "FP8"})
 
 
 @dataclass(frozen=True)
@@ -194,10 +184,10 @@ def trt_dtype_name(dtype: object) -> str:
         EngineError: for a dtype Triton cannot serve.
     """
     name = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1].upper()
-    try:
-        return _TRT_DTYPES[name]
-    except KeyError:
-        raise EngineError(f"TensorRT dtype {name} has no Triton equivalent") from None
+    triton = DTYPE_NAMES.get(name)
+    if triton not in SERVABLE_DTYPES:
+        raise EngineError(f"TensorRT dtype {name} has no Triton equivalent")
+    return triton
 
 
 def engine_io(engine: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

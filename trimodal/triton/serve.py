@@ -16,8 +16,8 @@ from pathlib import Path
 from trimodal import contract
 from trimodal.errors import TrimodalError
 from trimodal.triton.install import missing_artifacts
-from trimodal.triton.server import ServerConfig, TritonServer
-from trimodal.triton.supervisor import Supervisor, inference_probe
+from trimodal.triton.server import ServerConfig, StopReport, TritonServer
+from trimodal.triton.supervisor import Supervisor, completed_requests, inference_probe
 
 LOGGER = logging.getLogger(__name__)
 
@@ -49,8 +49,11 @@ def supervisor_for(server: TritonServer, ready_timeout_s: float) -> Supervisor:
     """A supervisor whose probe is a real inference through the ensemble (when the repository has one)."""
     config = server.config
     has_ensemble = (Path(config.model_repository) / contract.ENSEMBLE).is_dir()
-    probe = inference_probe(config.http_url) if has_ensemble else None
-    return Supervisor(server, ready_timeout_s=ready_timeout_s, probe=probe)
+    probe = inference_probe(config.http_url, timeout_s=3.0) if has_ensemble else None
+    progress = completed_requests(config.metrics_url, contract.ENSEMBLE)
+    return Supervisor(
+        server, ready_timeout_s=ready_timeout_s, probe=probe, progress=progress, unhealthy_after=2, stop_grace_s=1.0
+    )
 
 
 def serve_forever(
@@ -59,7 +62,7 @@ def serve_forever(
     ready_timeout_s: float = 240.0,
     supervise: bool = True,
     on_ready: Callable[[TritonServer], None] | None = None,
-) -> None:
+) -> StopReport | None:
     """Start tritonserver (and its supervisor) and serve until SIGTERM or Ctrl-C; always stop both.
 
     Args:
@@ -67,6 +70,9 @@ def serve_forever(
         ready_timeout_s: how long to wait for readiness (also used for restarts).
         supervise: restart the server when a stub dies or the probe inference fails.
         on_ready: called once the server is ready (prints the addresses, runs the demo).
+
+    Returns:
+        What the stop found (:class:`~trimodal.triton.server.StopReport`, recorded before any forced cleanup).
 
     Raises:
         TrimodalError: if the repository is not built or the server does not start.
@@ -90,3 +96,27 @@ def serve_forever(
     finally:
         supervisor.stop()
         server.stop()
+    return server.last_stop
+
+
+def describe_stop(report: StopReport | None) -> str:
+    """One line for the log: exit code, time, what was left behind, how the drain went."""
+    if report is None:
+        return "stopped (the server had not started)"
+    left = ", ".join([*report.stubs_left, *report.shm_left]) or "nothing"
+    drain = (
+        "no drain"
+        if report.drain is None
+        else (f"drain {'complete' if report.drain.complete else 'INCOMPLETE'} in {report.drain.seconds:.1f} s")
+    )
+    return (
+        f"stopped: tritonserver exit code {report.exit_code} after {report.seconds:.1f} s; {drain}; left behind: {left}"
+    )
+
+
+def clean(report: StopReport | None) -> bool:
+    """True when the server exited 0, drained completely (if it drained) and left nothing behind."""
+    if report is None:
+        return True
+    drained = report.drain is None or report.drain.complete
+    return report.clean_exit and drained and not report.stubs_left and not report.shm_left

@@ -5,7 +5,10 @@ here) even keeps reporting the model ready, while every request to it fails with
 ... is not healthy". :class:`Supervisor` therefore checks, every ``interval_s``: the process is running,
 every stub process seen at start-up is still alive (:meth:`TritonServer.stub_instances`), and the server
 is ready. A dead stub or an exited server triggers a restart at once; ``unhealthy_after`` consecutive
-not-ready checks trigger one too. It logs what happened and restarts the server on the same ports.
+not-ready checks trigger one too, and so do ``unhealthy_after`` consecutive failed probe inferences while no
+request completed (a wedged server: seen after floods of client-cancelled requests on 2.51). A probe
+that fails while other requests keep completing is overload being shed (UNAVAILABLE), not a wedge, and never
+restarts anything. It logs what happened and restarts the server on the same ports.
 Model control mode is ``none`` (the repository API is locked), so a controlled restart is the recovery
 path. In-flight requests get ``stop_grace_s`` to finish (a dead stub cannot answer anyway).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import urllib.error
@@ -50,6 +54,24 @@ PROBE_REQUEST = {
     ],
     "outputs": [{"name": "PROBABILITIES"}],
 }
+
+
+def completed_requests(metrics_url: str, model: str = "multimodal") -> Callable[[], float | None]:
+    """A progress counter: requests ``model`` completed successfully (metrics endpoint); None when unreachable.
+
+    Under overload some requests still complete; on a wedged server (or a wedged stage of the ensemble) none do.
+    """
+    pattern = re.compile(rf'^nv_inference_request_success\{{model="{re.escape(model)}",[^}}]*\}} (\S+)$', re.M)
+
+    def count() -> float | None:
+        try:
+            with urllib.request.urlopen(metrics_url, timeout=2) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, OSError):
+            return None
+        return sum(float(value) for value in pattern.findall(text))
+
+    return count
 
 
 def inference_probe(http_url: str, model: str = "multimodal", timeout_s: float = 10.0) -> Callable[[], str | None]:
@@ -100,6 +122,8 @@ class Supervisor:
         probe: optional end-to-end check (None = healthy, else the reason), run every ``probe_every`` checks;
             ``unhealthy_after`` consecutive failures trigger a restart (see :func:`inference_probe`).
         probe_every: how many checks between probes.
+        progress: a counter of work done (e.g. :func:`completed_requests`); a failed probe counts toward a restart
+            only when it did not advance since the previous check (None = every failed probe counts).
     """
 
     server: TritonServer
@@ -108,7 +132,8 @@ class Supervisor:
     ready_timeout_s: float = 120.0
     stop_grace_s: float = 3.0
     probe: Callable[[], str | None] | None = None
-    probe_every: int = 5
+    probe_every: int = 1
+    progress: Callable[[], float | None] | None = None
     incidents: list[Incident] = field(default_factory=list)
     baseline: set[str] = field(default_factory=set)
 
@@ -155,18 +180,36 @@ class Supervisor:
             return f"Python-backend stub(s) died: {', '.join(dead)} (Triton does not restart them)"
         return None
 
+    def _probe_problem(self, progressed: bool) -> str | None:
+        """The probe's failure reason, or None when healthy or merely overloaded (work still advancing)."""
+        problem = self.probe() if self.probe is not None else None
+        if problem and progressed:
+            LOGGER.debug("probe failed while requests keep completing (overload shed, not a wedge): %s", problem)
+            return None
+        return problem
+
+    def _progressed(self, last: list[float | None]) -> bool:
+        if self.progress is None:
+            return False
+        now = self.progress()
+        advanced = now is not None and last[0] is not None and now > last[0]
+        last[0] = now
+        return advanced
+
     def _run(self) -> None:
         failures = probe_failures = checks = 0
+        last_progress: list[float | None] = [None]
         while not self._stop.wait(self.interval_s):
             checks += 1
             reason = self.fatal_problem()
+            progressed = self._progressed(last_progress)
             if reason is None and self.probe is not None and checks % self.probe_every == 0:
-                problem = self.probe()
+                problem = self._probe_problem(progressed)
                 probe_failures = probe_failures + 1 if problem else 0
                 if problem:
                     LOGGER.warning("%s (%d/%d)", problem, probe_failures, self.unhealthy_after)
                 if probe_failures >= self.unhealthy_after:
-                    reason, probe_failures = f"{problem} ({probe_failures} probes in a row)", 0
+                    reason, probe_failures = f"{problem} ({probe_failures} probes in a row, nothing completing)", 0
             if reason is None and self.server.is_ready():
                 failures = 0
                 continue
@@ -180,6 +223,7 @@ class Supervisor:
                 return
             self.restart(reason)
             failures = 0
+            last_progress[0] = None
 
     def restart(self, reason: str) -> Incident:
         """Restart the server now and record the incident.
