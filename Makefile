@@ -56,7 +56,7 @@ integration: build
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 test: build tools lint
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: build
 	$(BIN)/trimodal bench
