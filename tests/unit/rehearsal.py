@@ -229,15 +229,16 @@ def command(container: Container, root: Path) -> list[str]:
             bind(host.resolve(), f"/etc/{entry}", read_only=True, is_file=host.resolve().is_file())
     bind("/dev", "/dev", read_only=False, recursive=True)
     bind("/proc", "/proc", read_only=False, recursive=True)
-    # The project's venv and the interpreter it links to, at their own paths (shebangs are absolute).
+    for mount in container.mounts:
+        bind(mount.source, mount.target, read_only=mount.read_only, is_file=mount.source.is_file())
+    # The project's venv and the interpreter it links to, at their own paths (shebangs are absolute). Bound after
+    # the container's mounts: a checkout under /tmp (CI's clone, say) must not be hidden by the container's /tmp.
     bind(ROOT, str(ROOT), read_only=True)
     base = Path(sys.base_prefix).resolve()
     if not str(base).startswith(("/usr/", str(ROOT))):
         bind(base, str(base), read_only=True)
     for name, tool in container.tools.items():
         bind(tool, f"/rehearsal/bin/{name}", read_only=True, is_file=True)
-    for mount in container.mounts:
-        bind(mount.source, mount.target, read_only=mount.read_only, is_file=mount.source.is_file())
     if container.read_only_root:
         script.append('mount -o remount,bind,ro "$R"')
     groups = ",".join(str(g) for g in (container.groups or (container.gid,)))
