@@ -180,7 +180,7 @@ def train_fusion(
 
 
 def fusion_checkpoint(model: FusionClassifier, strategy: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    """What ``fusion_<strategy>.pt`` holds: ``state_dict``, ``config`` (the constructor's arguments), ``metrics``."""
+    """What ``fusion_<variant>.pt`` holds: ``state_dict``, ``config`` (the constructor's arguments), ``metrics``."""
     return {
         "state_dict": model.state_dict(),
         "config": {
