@@ -268,6 +268,7 @@ def _demo(url: str, folder: Path) -> None:
             result = client.classify(sample)
             top = ", ".join(f"{name} {score:.3f}" for name, score in result.top_k)
             typer.echo(f"{image.stem}: expected {info['label']:<6} -> {result.label:<6} (top: {top})")
+            typer.echo(f"  {result.explain()}")
 
 
 @app.command()
@@ -288,13 +289,24 @@ def infer(
     with TrimodalClient(url, timeout_s=timeout) as client:
         result = client.classify(Sample.from_files(image=image, text=text, audio=audio), top_k=top_k)
     if as_json:
-        payload = {"label": result.label, "probability": result.probability, "top_k": result.top_k,
-                   "probabilities": [float(p) for p in result.probabilities]}  # fmt: skip
-        typer.echo(json.dumps(payload))
+        typer.echo(json.dumps(_infer_payload(result)))
         return
     typer.echo(f"label: {result.label} ({result.probability:.4f})")
     for name, score in result.top_k:
         typer.echo(f"  {name:<8} {score:.4f}")
+    if result.modalities:
+        typer.echo(f"modalities: {result.explain()}")
+
+
+def _infer_payload(result: Any) -> dict[str, Any]:
+    """The ``--json`` answer of ``trimodal infer``: the fused result and what each present modality says."""
+    modalities = {
+        name: {"label": vote.label, "probability": vote.probability} for name, vote in result.modalities.items()
+    }
+    return {"label": result.label, "probability": result.probability, "top_k": result.top_k,
+            "probabilities": [float(p) for p in result.probabilities], "modalities": modalities,
+            "agreement": result.agreement, "conflict_score": result.conflict_score, "conflict": result.conflict,
+            "explanation": result.explain()}  # fmt: skip
 
 
 @app.command()

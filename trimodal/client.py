@@ -5,6 +5,7 @@ Example:
     >>> with TrimodalClient("127.0.0.1:8001") as client:
     ...     result = client.classify(Sample(image=png_bytes, text="sieben", audio=wav_bytes))
     ...     print(result.label, result.probability)
+    ...     print(result.explain())  # e.g. "image says three (0.98), audio says seven (0.97): conflict (score 0.97)"
 
 Only ``tritonclient[grpc]`` and numpy are needed (``pip install trimodal`` installs no torch).
 """
@@ -107,14 +108,55 @@ def _read(path: str | os.PathLike[str] | None, what: str) -> bytes | None:
 
 
 @dataclass(frozen=True)
+class ModalityVote:
+    """What one present modality says on its own (its classification head in the served model)."""
+
+    modality: str
+    label: str
+    index: int
+    probability: float
+    probabilities: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Classification:
-    """Result for one sample: top label, its probability, the top-k and all class probabilities."""
+    """Result for one sample: the fused answer and what each present modality says.
+
+    Attributes:
+        label: the top class of the fused probabilities.
+        index: its index.
+        probability: its fused probability.
+        top_k: the top-k ``(label, probability)`` (Triton's classification extension).
+        probabilities: every class's fused probability.
+        modalities: per present modality (``image``, ``text``, ``audio``) its own head's vote; absent ones are
+            left out (the server marks them with NaN rows, never a guess).
+        agreement: the present modalities' top classes are all the same.
+        conflict_score: how strongly two present modalities disagree (0 = not at all, up to 1).
+        conflict: the server flagged the disagreement (score at or above the served threshold).
+    """
 
     label: str
     index: int
     probability: float
     top_k: list[tuple[str, float]]
     probabilities: np.ndarray = field(repr=False)
+    modalities: dict[str, ModalityVote] = field(default_factory=dict)
+    agreement: bool = True
+    conflict_score: float = 0.0
+    conflict: bool = False
+
+    def explain(self) -> str:
+        """One line on what the modalities say, e.g. ``image says three (0.98), audio says seven (0.97): conflict``.
+
+        Returns:
+            The votes of the present modalities, then ``conflict`` (with its score), ``agree`` or ``no conflict``.
+        """
+        votes = ", ".join(f"{v.modality} says {v.label} ({v.probability:.2f})" for v in self.modalities.values())
+        if len(self.modalities) < 2:
+            return votes
+        if self.conflict:
+            return f"{votes}: conflict (score {self.conflict_score:.2f})"
+        return f"{votes}: {'agree' if self.agreement else f'no conflict (score {self.conflict_score:.2f})'}"
 
 
 def build_inputs(samples: Sequence[Sample], module: Any) -> list[Any]:
@@ -140,26 +182,60 @@ def build_inputs(samples: Sequence[Sample], module: Any) -> list[Any]:
     return inputs
 
 
+AGREEMENT_OUTPUTS: tuple[str, ...] = (
+    contract.MODALITY_PROBABILITIES, contract.MODALITY_LABELS, contract.AGREEMENT, contract.CONFLICT_SCORE,
+    contract.CONFLICT,
+)  # fmt: skip
+
+
 def build_outputs(module: Any, top_k: int) -> list[Any]:
-    """Requested outputs: raw probabilities and the top-k labels (classification extension)."""
+    """Requested outputs: raw probabilities, the top-k labels (classification extension), the agreement outputs."""
     return [
         module.InferRequestedOutput(contract.PROBABILITIES),
         module.InferRequestedOutput(contract.LABEL, class_count=top_k),
+        *(module.InferRequestedOutput(name) for name in AGREEMENT_OUTPUTS),
     ]
 
 
+def _top_k(entries: Any) -> list[tuple[str, float, int]]:
+    """``(label, score, index)`` of the classification extension's ``"<score>:<index>:<label>"`` strings."""
+    top = []
+    for entry in np.atleast_1d(entries):
+        text = entry.decode("utf-8") if isinstance(entry, bytes) else str(entry)
+        score, index, *name = text.split(":", 2)
+        top.append((name[0] if name else index, float(score), int(index)))
+    return top
+
+
+def _votes(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, ModalityVote]:
+    """Each present modality's vote from its MODALITY_PROBABILITIES row (NaN = absent) and MODALITY_LABELS."""
+    votes = {}
+    for modality, row, label in zip(contract.MODALITIES, probabilities, labels, strict=True):
+        if np.isnan(row).any():
+            continue
+        index = int(np.argmax(row))
+        name = label.decode("utf-8") if isinstance(label, bytes) else str(label)
+        votes[modality] = ModalityVote(modality, name, index, float(row[index]), row)
+    return votes
+
+
 def parse_result(result: Any) -> list[Classification]:
-    """Turn an InferResult into one :class:`Classification` per sample."""
+    """Turn an InferResult into one :class:`Classification` per sample (agreement fields when answered)."""
     probabilities = result.as_numpy(contract.PROBABILITIES)
     labels = result.as_numpy(contract.LABEL)
+    extra = {name: result.as_numpy(name) for name in AGREEMENT_OUTPUTS}
     parsed = []
-    for row, entries in zip(probabilities, labels, strict=True):
-        top = []
-        for entry in np.atleast_1d(entries):
-            text = entry.decode("utf-8") if isinstance(entry, bytes) else str(entry)
-            score, index, *name = text.split(":", 2)
-            top.append((name[0] if name else index, float(score), int(index)))
+    for i, (row, entries) in enumerate(zip(probabilities, labels, strict=True)):
+        top = _top_k(entries)
         best = top[0]
+        fields: dict[str, Any] = {}
+        if all(value is not None for value in extra.values()):
+            fields = {
+                "modalities": _votes(extra[contract.MODALITY_PROBABILITIES][i], extra[contract.MODALITY_LABELS][i]),
+                "agreement": bool(extra[contract.AGREEMENT][i, 0]),
+                "conflict_score": float(extra[contract.CONFLICT_SCORE][i, 0]),
+                "conflict": bool(extra[contract.CONFLICT][i, 0]),
+            }
         parsed.append(
             Classification(
                 label=best[0],
@@ -167,6 +243,7 @@ def parse_result(result: Any) -> list[Classification]:
                 probability=float(row[best[2]]),
                 top_k=[(name, score) for name, score, _ in top],
                 probabilities=row,
+                **fields,
             )
         )
     return parsed

@@ -34,22 +34,42 @@ IMAGE_FEATURES = "IMAGE_FEATURES"
 TEXT_FEATURES = "TEXT_FEATURES"
 AUDIO_FEATURES = "AUDIO_FEATURES"
 
-# Fusion / ensemble outputs. LABEL carries the same values as PROBABILITIES; it exists so that a client
-# can ask Triton's classification extension for the top-k labels (class_count) and still get the raw
-# probabilities in the same response.
+# Fusion head outputs / postprocess inputs: the fused class probabilities and, per modality (rows image, text,
+# audio), its own head's class probabilities (computed for every row, meaningful only where it is present).
+FUSED_PROBABILITIES = "FUSED_PROBABILITIES"
+HEAD_PROBABILITIES = "HEAD_PROBABILITIES"
+
+# Postprocess / ensemble outputs. PROBABILITIES are the fused probabilities of the samples that have at least
+# one modality. LABEL carries the same values; it exists so that a client can ask Triton's classification
+# extension for the top-k labels (class_count) and still get the raw probabilities in the same response.
+# MODALITY_PROBABILITIES: per modality its head's probabilities, a NaN row where absent; MODALITY_LABELS its
+# top class name ("" where absent); AGREEMENT: the present modalities' top classes are all the same;
+# CONFLICT_SCORE: the largest, over pairs of present modalities whose top classes differ, of the smaller of
+# their two top probabilities (0 without such a pair); CONFLICT: CONFLICT_SCORE >= the spec's threshold.
 PROBABILITIES = "PROBABILITIES"
 LABEL = "LABEL"
+MODALITY_PROBABILITIES = "MODALITY_PROBABILITIES"
+MODALITY_LABELS = "MODALITY_LABELS"
+AGREEMENT = "AGREEMENT"
+CONFLICT_SCORE = "CONFLICT_SCORE"
+CONFLICT = "CONFLICT"
 
 ENSEMBLE = "multimodal"
 LABELS_FILE = "labels.txt"
 
 # Model names: the only list of them. ENCODERS are the four ONNX graphs (three encoders + the fusion head),
-# in the order the pipeline runs them.
+# in the order the pipeline runs them; POSTPROCESS (Python backend, CPU on both targets) runs after them.
 PREPROCESSORS: tuple[str, ...] = ("preprocess_image", "preprocess_text", "preprocess_audio")
 FUSION = "fusion_classifier"
 ENCODERS: tuple[str, ...] = ("image_encoder", "text_encoder", "audio_encoder", FUSION)
-MODEL_NAMES: tuple[str, ...] = (*PREPROCESSORS, *ENCODERS)
+POSTPROCESS = "postprocess"
+PYTHON_MODELS: tuple[str, ...] = (*PREPROCESSORS, POSTPROCESS)
+"""The models whose one config serves both targets (Python backend on CPU)."""
+MODEL_NAMES: tuple[str, ...] = (*PREPROCESSORS, *ENCODERS, POSTPROCESS)
 MASKS: tuple[str, ...] = (IMAGE_MASK, TEXT_MASK, AUDIO_MASK)
+MODALITIES: tuple[str, ...] = ("image", "text", "audio")
+"""The modalities, in the order of MASKS and of the rows of HEAD_PROBABILITIES, MODALITY_PROBABILITIES and
+MODALITY_LABELS."""
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 # Triton/KServe dtype names -> numpy (the data fed to ONNX Runtime, TensorRT and Triton).
@@ -102,21 +122,29 @@ def model_io(spec: PipelineSpec) -> dict[str, ModelIO]:
     image_features = TensorSpec(IMAGE_FEATURES, "FP32", (spec.modalities.image.feature_dim,))
     text_features = TensorSpec(TEXT_FEATURES, "FP32", (spec.modalities.text.feature_dim,))
     audio_features = TensorSpec(AUDIO_FEATURES, "FP32", (audio.feature_dim,))
-    probabilities = TensorSpec(PROBABILITIES, "FP32", (classes,))
-    label = TensorSpec(LABEL, "FP32", (classes,), label_file=True)
+    fused = TensorSpec(FUSED_PROBABILITIES, "FP32", (classes,))
+    heads = TensorSpec(HEAD_PROBABILITIES, "FP32", (len(MASKS), classes))
+    masks = (mask(IMAGE_MASK), mask(TEXT_MASK), mask(AUDIO_MASK))
     raw = lambda name: TensorSpec(name, "BYTES", (1,))  # noqa: E731
+    answer = (
+        TensorSpec(PROBABILITIES, "FP32", (classes,)),
+        TensorSpec(LABEL, "FP32", (classes,), label_file=True),
+        TensorSpec(MODALITY_PROBABILITIES, "FP32", (len(MASKS), classes)),
+        TensorSpec(MODALITY_LABELS, "BYTES", (len(MASKS),)),
+        TensorSpec(AGREEMENT, "BOOL", (1,)),
+        TensorSpec(CONFLICT_SCORE, "FP32", (1,)),
+        TensorSpec(CONFLICT, "BOOL", (1,)),
+    )
     return {
-        "preprocess_image": ModelIO((raw(IMAGE),), (image_tensor, mask(IMAGE_MASK))),
-        "preprocess_text": ModelIO((raw(TEXT),), (input_ids, attention, mask(TEXT_MASK))),
-        "preprocess_audio": ModelIO((raw(AUDIO),), (audio_tensor, mask(AUDIO_MASK))),
+        "preprocess_image": ModelIO((raw(IMAGE),), (image_tensor, masks[0])),
+        "preprocess_text": ModelIO((raw(TEXT),), (input_ids, attention, masks[1])),
+        "preprocess_audio": ModelIO((raw(AUDIO),), (audio_tensor, masks[2])),
         "image_encoder": ModelIO((image_tensor,), (image_features,)),
         "text_encoder": ModelIO((input_ids, attention), (text_features,)),
         "audio_encoder": ModelIO((audio_tensor,), (audio_features,)),
-        FUSION: ModelIO(
-            (image_features, text_features, audio_features, mask(IMAGE_MASK), mask(TEXT_MASK), mask(AUDIO_MASK)),
-            (probabilities, label),
-        ),
-        ENSEMBLE: ModelIO((raw(IMAGE), raw(TEXT), raw(AUDIO)), (probabilities, label)),
+        FUSION: ModelIO((image_features, text_features, audio_features, *masks), (fused, heads)),
+        POSTPROCESS: ModelIO((*masks, fused, heads), answer),
+        ENSEMBLE: ModelIO((raw(IMAGE), raw(TEXT), raw(AUDIO)), answer),
     }
 
 

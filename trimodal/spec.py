@@ -8,6 +8,7 @@ message names the offending field, e.g. ``modalities.image.size: Input should be
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -15,12 +16,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trimodal.contract import MODEL_NAMES
+from trimodal.contract import MODALITIES, MODEL_NAMES
 from trimodal.errors import SpecError
 
 LOGGER = logging.getLogger(__name__)
 
-MODALITIES: tuple[str, ...] = ("image", "text", "audio")
 FUSION_STRATEGIES: tuple[str, ...] = ("concat", "weighted", "attention")
 Strategy = Literal["concat", "weighted", "attention"]
 
@@ -118,6 +118,33 @@ class FusionSpec(_Strict):
         if self.strategy not in self.train_strategies:
             raise ValueError(f"strategy {self.strategy!r} must be listed in train_strategies {self.train_strategies}")
         return self
+
+
+class MultitaskSpec(_Strict):
+    """Per-modality classification heads trained with the fusion head, and the agreement signal they give.
+
+    ``loss_weights`` weigh one cross-entropy per task: ``fusion`` (the fused prediction) and one per modality
+    (its own head, on the samples where it is present). With ``auxiliary_losses`` false the modality heads are
+    still trained (the ensemble reports them), but on detached features: their losses do not shape the layers
+    they share with the fusion head (the single-task baseline).
+    """
+
+    auxiliary_losses: bool
+    loss_weights: dict[str, float]
+    conflict_threshold: float = Field(gt=0.0, le=1.0)
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _check_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        expected = ["fusion", *MODALITIES]
+        if sorted(value) != sorted(expected):
+            raise ValueError(f"expected exactly the keys {expected}, got {sorted(value)}")
+        for name, weight in value.items():
+            if not (math.isfinite(weight) and weight >= 0.0):
+                raise ValueError(f"{name}: expected a finite weight >= 0, got {weight}")
+        if value["fusion"] <= 0.0:
+            raise ValueError(f"fusion: the fused prediction's weight must be > 0, got {value['fusion']}")
+        return value
 
 
 class TrainingSpec(_Strict):
@@ -240,6 +267,7 @@ class PipelineSpec(_Strict):
     dataset: DatasetSpec
     modalities: ModalitiesSpec
     fusion: FusionSpec
+    multitask: MultitaskSpec
     training: TrainingSpec
     precision: Literal["fp32", "fp16", "int8"]
     engines: EnginesSpec

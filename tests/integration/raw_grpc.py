@@ -4,7 +4,9 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 
-def infer_raw(url: str, model: str, tensors: dict[str, tuple[np.ndarray, str]], timeout_s: float = 30.0) -> None:
+def infer_raw(
+    url: str, model: str, tensors: dict[str, tuple[np.ndarray, str]], timeout_s: float = 30.0
+) -> grpcclient.InferResult:
     """Send ``tensors`` (name -> (array, KServe dtype)) to ``model``; raises InferenceServerException."""
     client = grpcclient.InferenceServerClient(url)
     inputs = []
@@ -12,7 +14,7 @@ def infer_raw(url: str, model: str, tensors: dict[str, tuple[np.ndarray, str]], 
         tensor = grpcclient.InferInput(name, list(array.shape), dtype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    client.infer(model, inputs, client_timeout=timeout_s)
+    return client.infer(model, inputs, client_timeout=timeout_s)
 
 
 def bytes_tensor(*items: bytes) -> tuple[np.ndarray, str]:

@@ -5,6 +5,7 @@ next valid request must succeed. Conversions with a documented rule (other sampl
 stereo is downmixed) must succeed instead.
 """
 
+import asyncio
 import io
 import struct
 import time
@@ -52,7 +53,7 @@ def _valid_inputs(spec, model: str, batch: int = 1) -> dict[str, tuple[np.ndarra
     return tensors
 
 
-MODELS = [*contract.PREPROCESSORS, *contract.ENCODERS, contract.ENSEMBLE]
+MODELS = [*contract.MODEL_NAMES, contract.ENSEMBLE]
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +178,58 @@ def test_oversized_message_is_refused_by_the_client(server) -> None:
     with client, pytest.raises(ClientError) as info:
         client.classify(Sample(image=b"\x89PNG" + b"\x00" * (2 * 1024 * 1024)))
     assert info.value.status == "INVALID_ARGUMENT" and "max_request_bytes" in str(info.value)
+
+
+# --- samples with every modality empty: refused by the postprocess step, whatever runs the fusion head --------
+
+
+def test_an_all_empty_sample_in_a_batch_is_named(server, test_split) -> None:
+    image, text = test_split.images[0], test_split.texts[0].encode()
+    tensors = {"IMAGE": bytes_tensor(image, b"", b""), "TEXT": bytes_tensor(b"", b"", text),
+               "AUDIO": bytes_tensor(b"", b"", b"")}  # fmt: skip
+    message = _expect_invalid(server.config.grpc_url, contract.ENSEMBLE, tensors, "every modality empty")
+    assert "sample(s) [1]" in message
+
+
+def _postprocess_inputs(spec, masks: list[float]) -> dict[str, tuple[np.ndarray, str]]:
+    tensors = _valid_inputs(spec, contract.POSTPROCESS, batch=len(masks))
+    for name in contract.MASKS:
+        tensors[name] = (np.array(masks, dtype=np.float32).reshape(-1, 1), "FP32")
+    return tensors
+
+
+def test_postprocess_refuses_all_empty_samples_and_the_fusion_head_does_not(server, spec) -> None:
+    """The refusal lives in the postprocess model, so it holds on GPUs too, where the fusion head is an engine."""
+    url = server.config.grpc_url
+    _expect_invalid(url, contract.POSTPROCESS, _postprocess_inputs(spec, [1.0, 0.0]), "every modality empty")
+    answer = infer_raw(url, contract.POSTPROCESS, _postprocess_inputs(spec, [1.0, 1.0]))
+    assert answer.as_numpy(contract.PROBABILITIES).shape == (2, spec.num_classes)
+    fusion = _valid_inputs(spec, contract.FUSION)
+    for name in contract.MASKS:
+        fusion[name] = (np.zeros((1, 1), np.float32), "FP32")
+    assert infer_raw(url, contract.FUSION, fusion).as_numpy(contract.FUSED_PROBABILITIES).shape == (1, 10)
+
+
+def test_an_all_empty_request_does_not_fail_the_requests_batched_with_it(server, test_split) -> None:
+    """Concurrent requests share a postprocess execution; only the all-empty one is refused."""
+    import tritonclient.grpc.aio as aioclient
+
+    from trimodal.client import build_inputs, build_outputs
+
+    samples = [Sample(image=test_split.images[i], text=test_split.texts[i]) for i in range(15)]
+    samples.insert(7, Sample())
+
+    async def burst() -> list:
+        client = aioclient.InferenceServerClient(server.config.grpc_url)
+        try:
+            calls = [client.infer(contract.ENSEMBLE, build_inputs([s], aioclient), outputs=build_outputs(aioclient, 1),
+                                  client_timeout=30) for s in samples]  # fmt: skip
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await client.close()
+
+    results = asyncio.run(burst())
+    failed = [i for i, result in enumerate(results) if isinstance(result, Exception)]
+    assert failed == [7], results
+    assert "INVALID_ARGUMENT" in str(results[7].status()) and "every modality empty" in results[7].message()
+    assert all(r.as_numpy(contract.PROBABILITIES).shape == (1, 10) for i, r in enumerate(results) if i != 7)

@@ -21,7 +21,9 @@ from trimodal.layout import Layout
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSING = [*contract.PREPROCESSORS, *contract.ENCODERS]
+COMPOSING = [*contract.PREPROCESSORS, *contract.ENCODERS, contract.POSTPROCESS]
+REPOSITORY = Layout.default().repository.root
+SUBSETS = ["itx", "i", "t", "x", "it", "ix", "tx"]
 
 
 def _sample(split, i: int, keep: str = "itx") -> Sample:
@@ -67,7 +69,7 @@ def test_whole_test_split_matches_in_process_onnxruntime(server, spec, test_spli
     served = classify_many(samples, server.config.grpc_url, concurrency=16, timeout_s=60)
     seconds = time.perf_counter() - started
     served_probs = np.stack([r.probabilities for r in served])
-    local = LocalPipeline(spec, server.config.model_repository)
+    local = LocalPipeline(spec, REPOSITORY)
     local_probs = np.concatenate([local.classify(samples[k : k + 32]) for k in range(0, len(samples), 32)])
     agreement = float(np.mean(served_probs.argmax(1) == local_probs.argmax(1)))
     max_diff = float(np.abs(served_probs - local_probs).max())
@@ -77,6 +79,93 @@ def test_whole_test_split_matches_in_process_onnxruntime(server, spec, test_spli
     (Layout.default().build.root / "parity.json").write_text(json.dumps(report, indent=2))
     assert agreement >= 0.995, report
     assert max_diff <= 1e-4, report
+
+
+def _mixed_samples(test_split, count: int) -> list[Sample]:
+    """Every modality subset in turn, and every third sample with the audio of another test sample."""
+    samples = []
+    for i in range(count):
+        sample = _sample(test_split, i, SUBSETS[i % len(SUBSETS)])
+        if i % 3 == 0 and sample.audio is not None:
+            sample = Sample(sample.image, sample.text, test_split.audio[(i * 7 + 3) % len(test_split)])
+        samples.append(sample)
+    return samples
+
+
+def _served_answer(url: str, samples: list[Sample]) -> dict[str, np.ndarray]:
+    """Every ensemble output as Triton answers it (raw arrays), in requests of up to 30 samples."""
+    import tritonclient.grpc as grpcclient
+
+    from trimodal.client import build_inputs, build_outputs
+
+    client = grpcclient.InferenceServerClient(url)
+    parts: dict[str, list[np.ndarray]] = {}
+    try:
+        for start in range(0, len(samples), 30):
+            chunk = samples[start : start + 30]
+            outputs = [o for o in build_outputs(grpcclient, 1) if o.name() != contract.LABEL]
+            result = client.infer(
+                contract.ENSEMBLE, build_inputs(chunk, grpcclient), outputs=outputs, client_timeout=60
+            )
+            for output in outputs:
+                parts.setdefault(output.name(), []).append(result.as_numpy(output.name()))
+    finally:
+        client.close()
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def test_agreement_outputs_match_in_process(server, spec, test_split) -> None:
+    """Every output through Triton == the in-process pipeline, absent modalities and conflicts included."""
+    from trimodal.runtime.pipeline import LocalPipeline
+
+    samples = _mixed_samples(test_split, 210)
+    served = _served_answer(server.config.grpc_url, samples)
+    local = LocalPipeline(spec, REPOSITORY)
+    parts = [local.answer(samples[k : k + 30]) for k in range(0, len(samples), 30)]
+    expected = {name: np.concatenate([part[name] for part in parts]) for name in served}
+    assert {name: value.dtype.kind for name, value in served.items()} == {
+        name: value.dtype.kind for name, value in expected.items()
+    }
+    absent = np.isnan(expected[contract.MODALITY_PROBABILITIES])
+    close = (contract.PROBABILITIES, contract.MODALITY_PROBABILITIES, contract.CONFLICT_SCORE)
+    report = {
+        "samples": len(samples),
+        "absent_rows_same": bool(np.array_equal(np.isnan(served[contract.MODALITY_PROBABILITIES]), absent)),
+        "max_abs_diff": {name: float(np.nanmax(np.abs(served[name] - expected[name]))) for name in close},
+        "same": {name: float(np.mean(served[name] == expected[name]))
+                 for name in (contract.MODALITY_LABELS, contract.AGREEMENT, contract.CONFLICT)},
+        "conflicts": int(expected[contract.CONFLICT].sum()),
+    }  # fmt: skip
+    (ROOT / "build" / "parity_agreement.json").write_text(json.dumps(report, indent=2))
+    assert report["absent_rows_same"], report
+    assert 0.2 < absent[:, :, 0].mean() < 0.8  # absent and present rows both exercised
+    for name in close:
+        np.testing.assert_allclose(served[name], expected[name], atol=1e-4, rtol=0, err_msg=name)
+    assert min(report["same"].values()) >= 0.995, report
+    assert 0.05 < float(np.mean(expected[contract.CONFLICT])) < 0.6  # conflicts were exercised too
+
+
+def test_mismatched_modalities_are_flagged_and_explained(server, spec, test_split) -> None:
+    clean = [i for i in range(len(test_split)) if not test_split.corrupted[i].any()]
+    pairs = [(i, next(j for j in clean[k + 1 :] if test_split.labels[j] != test_split.labels[i]))
+             for k, i in enumerate(clean[:8])]  # fmt: skip
+    samples = [Sample(image=test_split.images[i], audio=test_split.audio[j]) for i, j in pairs]
+    with TrimodalClient(server.config.grpc_url, timeout_s=30) as client:
+        results = client.classify_batch(samples)
+        matched = client.classify_batch([_sample(test_split, i, "ix") for i, _ in pairs])
+    flagged = [(result, i, j) for result, (i, j) in zip(results, pairs, strict=True) if result.conflict]
+    assert len(flagged) >= 7, [r.explain() for r in results]
+    for result, _, _ in flagged:
+        image, audio = result.modalities["image"], result.modalities["audio"]
+        assert set(result.modalities) == {"image", "audio"} and not result.agreement and image.label != audio.label
+        assert result.explain() == (
+            f"image says {image.label} ({image.probability:.2f}), audio says {audio.label} ({audio.probability:.2f}): "
+            f"conflict (score {result.conflict_score:.2f})"
+        )
+    said = [(r.modalities["image"].label, r.modalities["audio"].label) for r in results]
+    truth = [(spec.classes[int(test_split.labels[i])], spec.classes[int(test_split.labels[j])]) for i, j in pairs]
+    assert sum(a == b for a, b in zip(said, truth, strict=True)) >= 6, (said, truth)  # each says its own digit
+    assert sum(r.conflict for r in matched) <= 1 and sum(r.agreement for r in matched) >= 7
 
 
 def _metrics(server) -> dict[tuple[str, str], float]:
@@ -173,8 +262,52 @@ def test_cli_infer(server, spec, tmp_path: Path, test_split) -> None:
                "--url", server.config.grpc_url, "--top-k", "2", "--json"]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
     payload = json.loads(out.strip().splitlines()[-1])
-    assert payload["label"] == spec.classes[int(test_split.labels[i])]
+    label = spec.classes[int(test_split.labels[i])]
+    assert payload["label"] == label
     assert len(payload["top_k"]) == 2
+    assert set(payload["modalities"]) == {"image", "text", "audio"} and payload["agreement"]
+    assert payload["modalities"]["image"]["label"] == label and not payload["conflict"]
+    other = next(j for j in range(len(test_split)) if not test_split.corrupted[j].any()
+                 and test_split.labels[j] != test_split.labels[i])  # fmt: skip
+    (tmp_path / "y.wav").write_bytes(test_split.audio[other])
+    mismatched = [*command[:8], "--audio", str(tmp_path / "y.wav"), "--url", server.config.grpc_url]
+    text = subprocess.run(mismatched, capture_output=True, text=True, timeout=60, check=True).stdout
+    line = next(line for line in text.splitlines() if line.startswith("modalities: "))
+    assert f"image says {label}" in line and f"audio says {spec.classes[int(test_split.labels[other])]}" in line
+    assert "text says" in line and line.rstrip().endswith(")") and ": conflict (score" in line, text
     bad = subprocess.run([*command[:5], str(tmp_path / "nope.png"), "--url", server.config.grpc_url],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 1 and "cannot read the image file" in bad.stderr
+
+
+def test_old_clients_reading_only_probabilities_work_unchanged(server, spec, test_split, tmp_path: Path) -> None:
+    """A request for PROBABILITIES alone (and the sync example, which reads PROBABILITIES and LABEL) still works."""
+    import tritonclient.grpc as grpcclient
+
+    from trimodal.client import build_inputs
+    from trimodal.runtime.pipeline import LocalPipeline
+
+    i = _clean_indices(test_split, 1)[0]
+    sample = _sample(test_split, i)
+    client = grpcclient.InferenceServerClient(server.config.grpc_url)
+    try:
+        result = client.infer(
+            contract.ENSEMBLE,
+            build_inputs([sample], grpcclient),
+            outputs=[grpcclient.InferRequestedOutput(contract.PROBABILITIES)],
+            client_timeout=30,
+        )
+    finally:
+        client.close()
+    probabilities = result.as_numpy(contract.PROBABILITIES)
+    assert result.get_output(contract.CONFLICT) is None  # only what was asked for
+    assert probabilities.dtype == np.float32 and probabilities.shape == (1, spec.num_classes)
+    np.testing.assert_allclose(probabilities, LocalPipeline(spec, REPOSITORY).classify([sample]), atol=1e-4)
+    (tmp_path / "x.png").write_bytes(test_split.images[i])
+    example = [sys.executable, str(ROOT / "clients" / "sync_client.py"), "--url", server.config.grpc_url,
+               "--image", str(tmp_path / "x.png"), "--text", test_split.texts[i]]  # fmt: skip
+    old = subprocess.run(example, capture_output=True, text=True, timeout=60, check=True).stdout
+    label = spec.classes[int(test_split.labels[i])]
+    assert old.splitlines()[0].startswith(label) and "sum of probabilities: 1.0000" in old
+    new = subprocess.run([*example, "--modalities"], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert new.startswith(old) and new.splitlines()[-1].startswith("image says ") and "text says " in new

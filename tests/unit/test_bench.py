@@ -347,7 +347,7 @@ def test_naive_model_runs_the_one_pipeline_with_torch_infer() -> None:
     def fusion(*inputs):
         seen[contract.FUSION] = [tuple(x.shape) for x in inputs]
         probabilities = torch.full((len(inputs[0]), spec.num_classes), 1.0 / spec.num_classes)
-        return probabilities, probabilities.clone()
+        return probabilities, probabilities.unsqueeze(1).repeat(1, len(contract.MODALITIES), 1)
 
     model = NaiveModel.__new__(NaiveModel)
     model.spec = spec

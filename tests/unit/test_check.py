@@ -163,10 +163,10 @@ def test_dtype_mismatch(repo, spec):
 
 def test_dims_mismatch(repo, spec):
     io = contract.model_io(spec)["fusion_classifier"]
-    outputs = (TensorSpec(contract.PROBABILITIES, "FP32", (12,)), io.outputs[1])
+    outputs = (TensorSpec(contract.FUSED_PROBABILITIES, "FP32", (12,)), io.outputs[1])
     write_plan(repo, spec, "fusion_classifier", outputs=outputs)
     assert only(check_engines(spec, repo, RUNTIME, models=("fusion_classifier",))) == (
-        "output PROBABILITIES of fusion_classifier has dims [10] in config.pbtxt but [12] in "
+        "output FUSED_PROBABILITIES of fusion_classifier has dims [10] in config.pbtxt but [12] in "
         f"fusion_classifier/1/model.plan; rebuild the plan with {REBUILD}"
     )
 
@@ -324,8 +324,14 @@ def test_errors_filters_warnings():
 def test_compare_outputs_reports_agreement_and_max_diff():
     ref = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]], np.float32)
     got = np.array([[0.88, 0.12], [0.25, 0.75], [0.45, 0.55], [0.3, 0.7]], np.float32)
-    reference = {"image_encoder": {"IMAGE_FEATURES": np.zeros((4, 2))}, "fusion_classifier": {"PROBABILITIES": ref}}
-    candidate = {"image_encoder": {"IMAGE_FEATURES": np.full((4, 2), 0.5)}, "fusion_classifier": {"PROBABILITIES": got}}
+    reference = {
+        "image_encoder": {"IMAGE_FEATURES": np.zeros((4, 2))},
+        "fusion_classifier": {"FUSED_PROBABILITIES": ref},
+    }
+    candidate = {
+        "image_encoder": {"IMAGE_FEATURES": np.full((4, 2), 0.5)},
+        "fusion_classifier": {"FUSED_PROBABILITIES": got},
+    }
     report = accuracy.compare_outputs("fp16", reference, candidate, labels=np.array([0, 1, 0, 1]))
     assert report.samples == 4
     assert report.top1_agreement == pytest.approx(0.75)
@@ -340,8 +346,8 @@ def test_compare_outputs_reports_agreement_and_max_diff():
 
 def test_compare_outputs_rejects_shape_mismatch():
     with pytest.raises(EngineError, match="cannot compare"):
-        accuracy.compare_outputs("fp16", {"fusion_classifier": {"PROBABILITIES": np.zeros((2, 10))}},
-                                 {"fusion_classifier": {"PROBABILITIES": np.zeros((3, 10))}})  # fmt: skip
+        accuracy.compare_outputs("fp16", {"fusion_classifier": {"FUSED_PROBABILITIES": np.zeros((2, 10))}},
+                                 {"fusion_classifier": {"FUSED_PROBABILITIES": np.zeros((3, 10))}})  # fmt: skip
 
 
 def test_tolerances_are_ordered_by_precision():

@@ -5,7 +5,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from trimodal import contract
-from trimodal.client import RetryPolicy, Sample, TrimodalClient, build_inputs
+from trimodal.client import RetryPolicy, Sample, TrimodalClient, build_inputs, build_outputs, parse_result
 from trimodal.errors import ClientError
 from trimodal.triton.server import free_port
 
@@ -49,3 +49,68 @@ def test_unavailable_is_retried_a_bounded_number_of_times(caplog: pytest.LogCapt
 def test_deadline_must_be_positive() -> None:
     with pytest.raises(ValueError, match="timeout_s"):
         TrimodalClient("127.0.0.1:1", timeout_s=0)
+
+
+class _Result:
+    """What tritonclient's InferResult offers the parser: ``as_numpy(name)`` (None for an output not answered)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+
+    def as_numpy(self, name: str) -> np.ndarray | None:
+        return self.arrays.get(name)
+
+
+def _answer() -> dict[str, np.ndarray]:
+    probs = np.array([[0.1, 0.7, 0.2], [0.05, 0.05, 0.9]], np.float32)
+    heads = np.full((2, 3, 3), np.nan, np.float32)
+    heads[0, 0] = [0.02, 0.96, 0.02]  # image says one
+    heads[0, 2] = [0.03, 0.03, 0.94]  # audio says two
+    heads[1, 1] = [0.1, 0.1, 0.8]  # text only
+    return {
+        contract.PROBABILITIES: probs,
+        contract.LABEL: np.array([[b"0.7:1:one"], [b"0.9:2:two"]], dtype=object),
+        contract.MODALITY_PROBABILITIES: heads,
+        contract.MODALITY_LABELS: np.array([[b"one", b"", b"two"], [b"", b"two", b""]], dtype=object),
+        contract.AGREEMENT: np.array([[False], [True]]),
+        contract.CONFLICT_SCORE: np.array([[0.94], [0.0]], np.float32),
+        contract.CONFLICT: np.array([[True], [False]]),
+    }
+
+
+def test_result_carries_what_each_present_modality_says() -> None:
+    first, second = parse_result(_Result(_answer()))
+    assert (first.label, first.index) == ("one", 1) and first.probability == pytest.approx(0.7)
+    assert list(first.modalities) == ["image", "audio"]  # text was absent (NaN row): left out, not guessed
+    assert (first.modalities["audio"].label, first.modalities["audio"].index) == ("two", 2)
+    assert first.modalities["image"].probability == pytest.approx(0.96)
+    assert first.conflict and not first.agreement and first.conflict_score == pytest.approx(0.94)
+    assert first.explain() == "image says one (0.96), audio says two (0.94): conflict (score 0.94)"
+    assert list(second.modalities) == ["text"] and not second.conflict
+    assert second.explain() == "text says two (0.80)"
+
+
+def test_agreeing_and_unsure_modalities_are_explained() -> None:
+    answer = _answer()
+    answer[contract.MODALITY_PROBABILITIES][0, 2] = [0.02, 0.9, 0.08]
+    answer[contract.MODALITY_LABELS][0, 2] = b"one"
+    answer[contract.AGREEMENT][0, 0] = True
+    answer[contract.CONFLICT][0, 0] = False
+    answer[contract.CONFLICT_SCORE][0, 0] = 0.0
+    assert parse_result(_Result(answer))[0].explain() == "image says one (0.96), audio says one (0.90): agree"
+    answer[contract.AGREEMENT][0, 0] = False
+    answer[contract.CONFLICT_SCORE][0, 0] = 0.3
+    assert parse_result(_Result(answer))[0].explain().endswith(": no conflict (score 0.30)")
+
+
+def test_old_answers_without_the_agreement_outputs_still_parse() -> None:
+    answer = {name: value for name, value in _answer().items() if name in (contract.PROBABILITIES, contract.LABEL)}
+    result = parse_result(_Result(answer))[0]
+    assert result.label == "one" and result.modalities == {} and not result.conflict
+
+
+def test_requested_outputs_cover_the_ensemble_outputs() -> None:
+    from trimodal.spec import load_spec
+
+    names = {output.name() for output in build_outputs(grpcclient, 3)}
+    assert names == {t.name for t in contract.model_io(load_spec())[contract.ENSEMBLE].outputs}

@@ -395,7 +395,8 @@ def test_run_models_feeds_encoder_outputs_to_the_fusion_head(spec):
     results = run_models(spec, tensors, infer, batch_size=2)
     assert [m for m, _ in calls] == [m for m in ENCODERS for _ in range(3)]
     assert [b for _, b in calls][:3] == [2, 2, 1]
-    assert results["fusion_classifier"][contract.PROBABILITIES].shape == (n, spec.num_classes)
+    assert results["fusion_classifier"][contract.FUSED_PROBABILITIES].shape == (n, spec.num_classes)
+    assert results["fusion_classifier"][contract.HEAD_PROBABILITIES].shape == (n, 3, spec.num_classes)
 
 
 def make_split(texts, labels):

@@ -14,11 +14,11 @@ pytest.importorskip("onnxscript")
 from trimodal.contract import (  # noqa: E402
     AUDIO_FEATURES,
     AUDIO_MASK,
+    FUSED_PROBABILITIES,
+    HEAD_PROBABILITIES,
     IMAGE_FEATURES,
     IMAGE_MASK,
     IMAGE_TENSOR,
-    LABEL,
-    PROBABILITIES,
     TEXT_FEATURES,
     TEXT_MASK,
     ModelIO,
@@ -41,7 +41,7 @@ FUSION_IO = ModelIO(
         TensorSpec(TEXT_MASK, "FP32", (1,)),
         TensorSpec(AUDIO_MASK, "FP32", (1,)),
     ),
-    (TensorSpec(PROBABILITIES, "FP32", (3,)), TensorSpec(LABEL, "FP32", (3,), label_file=True)),
+    (TensorSpec(FUSED_PROBABILITIES, "FP32", (3,)), TensorSpec(HEAD_PROBABILITIES, "FP32", (3, 3))),
 )
 
 
@@ -55,7 +55,7 @@ def fusion_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[FusionClassif
     model = _fusion()
     path = tmp_path_factory.mktemp("fusion") / "fusion_classifier.onnx"
     result = export_and_check("fusion_classifier", model, FUSION_IO, path, batches=(1, 5))
-    assert set(result["max_abs_diff"]) == {PROBABILITIES, LABEL}
+    assert set(result["max_abs_diff"]) == {FUSED_PROBABILITIES, HEAD_PROBABILITIES}
     return model, path
 
 
@@ -74,7 +74,7 @@ def test_fusion_export_dims_and_parity(fusion_onnx: tuple[FusionClassifier, Path
     check_dims(path, FUSION_IO)
     rng = np.random.default_rng(1)
     feeds = [random_feeds(FUSION_IO, batch, rng=rng) for batch in (2, 7)]
-    diffs = check_parity(model, path, feeds, output_names=[PROBABILITIES, LABEL])
+    diffs = check_parity(model, path, feeds, output_names=[FUSED_PROBABILITIES, HEAD_PROBABILITIES])
     assert max(diffs.values()) < 1e-5
 
 
@@ -85,12 +85,26 @@ def test_check_parity_lists_every_differing_output(fusion_onnx: tuple[FusionClas
         perturbed.classifier[-1].bias.add_(torch.tensor([2.0, -2.0, 0.0]))
     feeds = [random_feeds(FUSION_IO, batch, rng=np.random.default_rng(2)) for batch in (1, 5)]
     with pytest.raises(ExportError) as info:
-        check_parity(perturbed, path, feeds, output_names=[PROBABILITIES, LABEL], model_name="fusion_classifier")
+        check_parity(
+            perturbed,
+            path,
+            feeds,
+            output_names=[FUSED_PROBABILITIES, HEAD_PROBABILITIES],
+            model_name="fusion_classifier",
+        )
     message = str(info.value)
     assert "fusion_classifier" in message
-    for name in (PROBABILITIES, LABEL):
-        lines = [line for line in message.splitlines() if line.strip().startswith(name)]
-        assert len(lines) == 2, message  # both batch sizes
+    lines = [line for line in message.splitlines() if line.strip().startswith(FUSED_PROBABILITIES)]
+    assert len(lines) == 2, message  # both batch sizes
+    assert all("max |diff| =" in line and "atol=" in line for line in lines)
+    assert not any(line.strip().startswith(HEAD_PROBABILITIES) for line in message.splitlines())  # unchanged
+    with torch.no_grad():
+        perturbed.heads[1].bias.add_(torch.tensor([0.0, 3.0, -3.0]))
+    with pytest.raises(ExportError) as info:
+        check_parity(perturbed, path, feeds, output_names=[FUSED_PROBABILITIES, HEAD_PROBABILITIES])
+    for name in (FUSED_PROBABILITIES, HEAD_PROBABILITIES):
+        lines = [line for line in str(info.value).splitlines() if line.strip().startswith(name)]
+        assert len(lines) == 2, str(info.value)
         assert all("max |diff| =" in line and "atol=" in line for line in lines)
 
 

@@ -39,12 +39,26 @@ def test_audio_encoder_shape() -> None:
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_fusion_shapes_and_probabilities(strategy: str) -> None:
-    probs, label = _head(strategy)(*_inputs())
+    probs, heads = _head(strategy)(*_inputs())
     assert probs.shape == (6, CLASSES)
-    assert label.shape == (6, CLASSES)
-    assert torch.equal(probs, label)
+    assert heads.shape == (6, 3, CLASSES)
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(6))
-    assert bool((probs >= 0).all())
+    torch.testing.assert_close(heads.sum(dim=2), torch.ones(6, 3))
+    assert bool((probs >= 0).all()) and bool((heads >= 0).all())
+    assert not torch.allclose(heads[:, 0], heads[:, 1])  # one head per modality
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_modality_head_sees_only_its_own_modality(strategy: str) -> None:
+    head = _head(strategy)
+    inputs = _inputs()
+    changed = list(inputs)
+    changed[1] = inputs[1] + torch.randn(inputs[1].shape)  # other text features
+    with torch.no_grad():
+        _, before = head(*inputs)
+        _, after = head(*changed)
+    torch.testing.assert_close(before[:, [0, 2]], after[:, [0, 2]])
+    assert not torch.allclose(before[:, 1], after[:, 1])
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -229,3 +229,125 @@ def test_audio_errors_name_the_input(payload: bytes, needle: str) -> None:
         pre.preprocess_audio([good, payload], AUDIO)
     assert str(info.value).startswith("AUDIO[1]: ")
     assert needle in str(info.value)
+
+
+# --- image normalisation (polarity, alpha, crop and centre) ------------------------------------------------
+
+
+def _digit_ink(size: int = 64, offset: tuple[int, int] = (0, 0), width: int = 5) -> np.ndarray:
+    """Ink map (1 = ink) of a "7"-like stroke drawn at ``size`` px, moved by ``offset``."""
+    from PIL import ImageDraw
+
+    image = Image.new("L", (size, size), 0)
+    scale = size / 64
+    points = [(18, 14), (46, 14), (30, 52)]
+    moved = [(x * scale + offset[0], y * scale + offset[1]) for x, y in points]
+    ImageDraw.Draw(image).line(moved, fill=255, width=max(1, round(width * scale)))
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def _png(pixels: np.ndarray, mode: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8), mode=mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _dark_on_light(ink: np.ndarray, paper: float = 0.92, pen: float = 0.1) -> bytes:
+    return _png(paper + (pen - paper) * ink, "L")
+
+
+def _decoded(data: bytes) -> np.ndarray:
+    return pre.decode_image(data, IMAGE)[0]
+
+
+def test_polarity_is_taken_from_the_border() -> None:
+    ink = _digit_ink()
+    reference = _decoded(_dark_on_light(ink))
+    np.testing.assert_allclose(_decoded(_png(0.1 + 0.82 * ink, "L")), reference, atol=1e-5)  # light on dark
+    assert reference.max() == pytest.approx(1.0) and reference.min() == pytest.approx(-1.0, abs=0.05)
+    assert (reference > 0.9).mean() > 0.6  # white background
+
+
+@pytest.mark.parametrize("colour", [0.0, 1.0], ids=["black-ink", "white-ink"])
+def test_transparent_background_is_flattened_behind_the_ink(colour: float) -> None:
+    ink = _digit_ink()
+    rgba = np.zeros((*ink.shape, 4), dtype=np.float32)
+    rgba[..., :3] = colour
+    rgba[..., 3] = ink
+    reference = _decoded(_dark_on_light(ink, paper=1.0, pen=0.0))
+    assert np.abs(_decoded(_png(rgba, "RGBA")) - reference).max() < 0.05
+
+
+def test_coloured_ink_on_coloured_paper_matches_gray() -> None:
+    ink = _digit_ink()[..., None]
+    rgb = np.array([0.95, 0.9, 0.6]) * (1 - ink) + np.array([0.1, 0.1, 0.4]) * ink
+    assert np.abs(_decoded(_png(rgb, "RGB")) - _decoded(_dark_on_light(ink[..., 0]))).mean() < 0.03
+
+
+@pytest.mark.parametrize("offset", [(-14, -8), (15, 10), (12, -9)])
+def test_content_is_centred_wherever_it_is_drawn(offset: tuple[int, int]) -> None:
+    centred = _decoded(_dark_on_light(_digit_ink()))
+    moved = _decoded(_dark_on_light(_digit_ink(offset=offset)))
+    assert np.abs(moved - centred).mean() < 0.02
+
+
+@pytest.mark.parametrize("size", [20, 48, 160])
+def test_other_sizes_give_the_same_tensor(size: int) -> None:
+    ink = _digit_ink(64)
+    reference = _decoded(_dark_on_light(ink))
+    resized = np.asarray(Image.fromarray(ink, mode="F").resize((size, size), Image.Resampling.BICUBIC))
+    out = _decoded(_dark_on_light(np.clip(resized, 0, 1)))
+    assert np.corrcoef(out.ravel(), reference.ravel())[0, 1] > 0.9  # same shape (a thumbnail is blurrier)
+    for axis in (0, 1):  # same place: the ink's centre of mass within one pixel
+        weights = [(1 - image).sum(axis=axis) for image in (out, reference)]
+        centres = [np.average(np.arange(IMAGE.size), weights=w) for w in weights]
+        assert abs(centres[0] - centres[1]) < 1.0
+
+
+def test_aspect_ratio_is_kept_and_content_fills_the_frame() -> None:
+    pixels = np.ones((60, 200), dtype=np.float32)
+    pixels[10:50, 95:103] = 0.0  # a tall, thin bar in a wide image
+    out = _decoded(_png(pixels, "L"))
+    rows, cols = np.nonzero(out < 0.0)
+    height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+    assert height == pytest.approx(0.8 * IMAGE.size, abs=2)  # the longer side fills 80% of the frame
+    assert height / width == pytest.approx(40 / 8, rel=0.35)  # not stretched to a square
+    assert abs((rows.min() + rows.max()) / 2 - (IMAGE.size - 1) / 2) <= 1  # centred
+    assert abs((cols.min() + cols.max()) / 2 - (IMAGE.size - 1) / 2) <= 1
+
+
+def test_a_stray_speck_does_not_move_or_shrink_the_digit() -> None:
+    ink = _digit_ink()
+    reference = _decoded(_dark_on_light(ink))
+    ink[1, 1] = 1.0
+    assert np.abs(_decoded(_dark_on_light(ink)) - reference).mean() < 0.01
+
+
+@pytest.mark.parametrize("level", [0, 128, 255])
+def test_blank_images_are_all_background(level: int) -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (40, 30), level).save(buffer, format="PNG")
+    np.testing.assert_array_equal(_decoded(buffer.getvalue()), 1.0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (3, 1)])
+def test_tiny_images_decode(shape: tuple[int, int]) -> None:
+    pixels = np.zeros(shape, dtype=np.float32)
+    pixels.flat[0] = 1.0
+    out = _decoded(_png(pixels, "L"))
+    assert out.shape == (IMAGE.size, IMAGE.size) and np.isfinite(out).all()
+
+
+def test_large_images_are_reduced_before_the_analysis_with_the_same_result() -> None:
+    from trimodal.runtime import normalize
+
+    big = 12 * normalize.ANALYSIS_SIDE_FACTOR * IMAGE.size // 8  # above the reduction threshold
+    reference = _decoded(_dark_on_light(_digit_ink(200)))
+    assert np.abs(_decoded(_dark_on_light(_digit_ink(big))) - reference).mean() < 0.05
+
+
+def test_normalisation_is_deterministic_and_batch_equals_items() -> None:
+    items = [_dark_on_light(_digit_ink()), _png(0.1 + 0.8 * _digit_ink(40, (5, 3)), "L")]
+    tensor, _ = pre.preprocess_images(items, IMAGE)
+    again, _ = pre.preprocess_images(items[::-1], IMAGE)
+    np.testing.assert_array_equal(tensor, again[::-1])

@@ -7,7 +7,7 @@ from trimodal import contract
 from trimodal.errors import RepositoryError
 from trimodal.layout import Layout
 from trimodal.spec import load_spec
-from trimodal.triton.config import cpu_config, ensemble_config, gpu_config, preprocess_config
+from trimodal.triton.config import cpu_config, ensemble_config, gpu_config, postprocess_config, preprocess_config
 from trimodal.triton.repository import render, render_files, stale_files
 from trimodal.triton.validate import check_ensemble, load_config
 
@@ -24,6 +24,7 @@ def _models(spec, target: str) -> dict[str, mc.ModelConfig]:
     make = gpu_config if target == "gpu" else cpu_config
     models = {m: preprocess_config(spec, m, ios[m]) for m in contract.PREPROCESSORS}
     models.update({m: make(spec, m, ios[m]) for m in contract.ENCODERS})
+    models[contract.POSTPROCESS] = postprocess_config(spec, ios[contract.POSTPROCESS])
     return models
 
 
@@ -33,7 +34,7 @@ def test_committed_repository_equals_fresh_render(spec) -> None:
 
 def test_committed_configs_parse_and_ensemble_maps_name_real_tensors(spec) -> None:
     models = {}
-    for model in (*contract.PREPROCESSORS, *contract.ENCODERS):
+    for model in contract.MODEL_NAMES:
         models[model] = load_config(REPOSITORY / model / "config.pbtxt")
     ensemble = load_config(REPOSITORY / contract.ENSEMBLE / "config.pbtxt")
     assert check_ensemble(ensemble, models) == []
@@ -76,8 +77,37 @@ def test_labels_file_attached_to_label_output(spec) -> None:
     outputs = {o.name: o for o in ensemble.output}
     assert outputs[contract.LABEL].label_filename == contract.LABELS_FILE
     assert not outputs[contract.PROBABILITIES].label_filename
-    labels = (REPOSITORY / contract.ENSEMBLE / contract.LABELS_FILE).read_text().split()
-    assert labels == spec.classes
+    for model in (contract.ENSEMBLE, contract.POSTPROCESS):  # the model that produces LABEL needs the file too
+        labels = (REPOSITORY / model / contract.LABELS_FILE).read_text().split()
+        assert labels == spec.classes
+
+
+def test_postprocess_is_the_last_step_and_produces_every_ensemble_output(spec) -> None:
+    ensemble = ensemble_config(spec, contract.model_io(spec))
+    steps = list(ensemble.ensemble_scheduling.step)
+    assert [s.model_name for s in steps][-2:] == [contract.FUSION, contract.POSTPROCESS]
+    assert set(steps[-1].output_map.values()) == {o.name for o in ensemble.output}
+    assert set(steps[-1].input_map) == {*contract.MASKS, contract.FUSED_PROBABILITIES, contract.HEAD_PROBABILITIES}
+    produced_by_fusion = set(steps[-2].output_map.values())
+    assert produced_by_fusion == {contract.FUSED_PROBABILITIES, contract.HEAD_PROBABILITIES}
+    assert not produced_by_fusion & {o.name for o in ensemble.output}  # old clients read postprocess's answer
+    dtypes = {o.name: mc.DataType.Name(o.data_type) for o in ensemble.output}
+    assert dtypes == {"PROBABILITIES": "TYPE_FP32", "LABEL": "TYPE_FP32", "MODALITY_PROBABILITIES": "TYPE_FP32",
+                      "MODALITY_LABELS": "TYPE_STRING", "AGREEMENT": "TYPE_BOOL", "CONFLICT_SCORE": "TYPE_FP32",
+                      "CONFLICT": "TYPE_BOOL"}  # fmt: skip
+    assert list({o.name: o for o in ensemble.output}[contract.PROBABILITIES].dims) == [spec.num_classes]
+
+
+@pytest.mark.parametrize("target", ["gpu", "cpu"])
+def test_postprocess_runs_on_cpu_on_both_targets_and_refuses_all_empty(spec, target: str) -> None:
+    config = _models(spec, target)[contract.POSTPROCESS]
+    assert config.backend == "python"
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert config.parameters["conflict_threshold"].string_value == repr(spec.multitask.conflict_threshold)
+    fusion = _models(spec, target)[contract.FUSION]
+    assert "require_any_of" not in fusion.parameters  # refusing all-empty samples is postprocess's job
+    committed = load_config(REPOSITORY / contract.POSTPROCESS / "config.pbtxt")
+    assert committed == config
 
 
 def test_check_ensemble_reports_each_problem(spec) -> None:

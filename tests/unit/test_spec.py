@@ -30,6 +30,12 @@ def test_committed_spec_loads() -> None:
         (lambda d: d["modalities"]["text"].__setitem__("colour", 1), "modalities.text.colour"),
         (lambda d: d["serving"]["models"].__setitem__("nope", {}), "serving.models"),
         (lambda d: d["engines"].__setitem__("compute_capabilities", ["sm90"]), "engines.compute_capabilities"),
+        (lambda d: d["multitask"]["loss_weights"].pop("text"), "multitask.loss_weights"),
+        (lambda d: d["multitask"]["loss_weights"].__setitem__("audio", -0.1), "multitask.loss_weights"),
+        (lambda d: d["multitask"]["loss_weights"].__setitem__("fusion", 0.0), "multitask.loss_weights"),
+        (lambda d: d["multitask"].__setitem__("conflict_threshold", 0.0), "multitask.conflict_threshold"),
+        (lambda d: d.pop("multitask"), "multitask"),
+        (lambda d: d["serving"]["models"].__setitem__("postprocess", {"max_batch_size": 8}), "models.postprocess"),
     ],
 )
 def test_invalid_field_is_named(mutate, field: str) -> None:

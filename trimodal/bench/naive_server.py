@@ -94,12 +94,11 @@ class NaiveModel:
         Raises:
             PreprocessError: for undecodable input or an all-empty sample.
         """
-        from trimodal.runtime.pipeline import refuse_all_empty, run_models
+        from trimodal.runtime.pipeline import run_pipeline
 
         tensors = self.preprocess([image], [text], [audio])
-        refuse_all_empty(tensors)
-        outputs = run_models(self.spec, tensors, self.infer)
-        return outputs[contract.FUSION][contract.PROBABILITIES][0].tolist()
+        outputs = run_pipeline(self.spec, tensors, self.infer)
+        return outputs[contract.POSTPROCESS][contract.PROBABILITIES][0].tolist()
 
 
 def _decode(request: ClassifyRequest) -> tuple[bytes, bytes, bytes]:

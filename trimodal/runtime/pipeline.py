@@ -1,6 +1,7 @@
-"""The whole pipeline in process, written once: preprocess -> refuse all-empty samples -> encoders -> fusion.
+"""The whole pipeline in process, written once: preprocess -> refuse all-empty -> encoders -> fusion -> postprocess.
 
-Every tensor is keyed by its contract name (:mod:`trimodal.contract`), and the models are run through an
+The postprocess step is :mod:`trimodal.runtime.agreement` (the answer and its agreement signal). Every tensor
+is keyed by its contract name (:mod:`trimodal.contract`), and the four ONNX models are run through an
 ``infer(model, feeds) -> outputs`` function, so the same flow serves:
 
 * :class:`LocalPipeline`: the repository's ONNX graphs in ONNX Runtime (the parity reference for Triton's
@@ -21,6 +22,7 @@ import numpy as np
 from trimodal import contract
 from trimodal.errors import PreprocessError, RepositoryError
 from trimodal.layout import RepositoryLayout
+from trimodal.runtime.agreement import postprocess, refuse_all_empty
 from trimodal.spec import PipelineSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -74,25 +76,6 @@ class Preprocessor:
         )
 
 
-def refuse_all_empty(tensors: Mapping[str, np.ndarray], masks: Sequence[str] = contract.MASKS) -> None:
-    """Refuse a batch in which some sample has every modality empty (all its presence masks 0).
-
-    Args:
-        tensors: the batch, with the presence masks among its tensors.
-        masks: the names of the presence masks.
-
-    Raises:
-        PreprocessError: naming the samples (the CPU fusion model answers it as INVALID_ARGUMENT).
-    """
-    present = sum(np.asarray(tensors[name], dtype=np.float64).reshape(-1) for name in masks)
-    empty = np.flatnonzero(present == 0)
-    if empty.size:
-        raise PreprocessError(
-            f"IMAGE, TEXT, AUDIO: sample(s) {empty.tolist()} have every modality empty; expected at least one "
-            "non-empty input (an empty element means that modality is absent)"
-        )
-
-
 def run_models(
     spec: PipelineSpec, tensors: Mapping[str, np.ndarray], infer: InferFn, batch_size: int | None = None
 ) -> dict[str, Feeds]:
@@ -130,6 +113,31 @@ def run_models(
     return results
 
 
+def run_pipeline(
+    spec: PipelineSpec, tensors: Mapping[str, np.ndarray], infer: InferFn, batch_size: int | None = None
+) -> dict[str, Feeds]:
+    """What the ensemble does after preprocessing: refuse all-empty samples, run the models, postprocess.
+
+    Args:
+        spec: the pipeline spec (classes and ``multitask.conflict_threshold`` for the postprocess step).
+        tensors: preprocessor outputs by tensor name (see :class:`Preprocessor`).
+        infer: ``infer(model, feeds) -> outputs`` for the four ONNX models (ONNX Runtime, TensorRT, torch).
+        batch_size: the largest batch sent to ``infer`` (None = everything at once).
+
+    Returns:
+        ``{model: {output name: array}}`` for the encoders, the fusion head and ``postprocess`` (whose outputs
+        are the ensemble's).
+
+    Raises:
+        PreprocessError: if a sample has every modality empty, or a model's input is not available.
+    """
+    refuse_all_empty(tensors)
+    results = run_models(spec, tensors, infer, batch_size)
+    answer = {**tensors, **results[contract.FUSION]}
+    results[contract.POSTPROCESS] = postprocess(answer, spec.classes, spec.multitask.conflict_threshold)
+    return results
+
+
 def ort_infer(graph: Callable[[str], Path], threads: int | None = None) -> InferFn:
     """An ``infer`` over ONNX Runtime sessions, created on first use (one per model).
 
@@ -161,8 +169,8 @@ def columns(samples: Sequence[Any]) -> tuple[list[bytes], list[bytes], list[byte
 class LocalPipeline:
     """Preprocessing + the four ONNX graphs of a model repository, run in this process.
 
-    This is the reference that Triton's answers are compared with (parity), and the "in-process" bound in
-    the benchmarks: no server, no serialization, batches exactly as given.
+    This is the reference that Triton's answers are compared with (parity, every output), and the "in-process"
+    bound in the benchmarks: no server, no serialization, batches exactly as given.
 
     Args:
         spec: the pipeline spec.
@@ -179,6 +187,21 @@ class LocalPipeline:
         self.preprocess = Preprocessor(spec, repository.tokenizer)
         self.infer = ort_infer(repository.onnx_file, threads)
 
+    def answer(self, samples: Sequence[Any]) -> Feeds:
+        """Everything the ensemble answers for a batch of samples, keyed by output name.
+
+        Args:
+            samples: the batch (any size; absent modalities as None).
+
+        Returns:
+            The ensemble's outputs (``PROBABILITIES``, ``LABEL``, ``MODALITY_PROBABILITIES``, ...).
+
+        Raises:
+            PreprocessError: for undecodable input or a sample with every modality empty.
+        """
+        tensors = self.preprocess(*columns(samples))
+        return run_pipeline(self.spec, tensors, self.infer)[contract.POSTPROCESS]
+
     def classify(self, samples: Sequence[Any]) -> np.ndarray:
         """Class probabilities for a batch of samples.
 
@@ -191,6 +214,4 @@ class LocalPipeline:
         Raises:
             PreprocessError: for undecodable input or a sample with every modality empty.
         """
-        tensors = self.preprocess(*columns(samples))
-        refuse_all_empty(tensors)
-        return run_models(self.spec, tensors, self.infer)[contract.FUSION][contract.PROBABILITIES]
+        return self.answer(samples)[contract.PROBABILITIES]

@@ -8,9 +8,11 @@ An empty element (``b""``) means "modality absent": its tensor is all zeros and 
 
 Normalisations (fixed, documented, relied on by the trained encoders):
 
-* Image: decoded PNG/JPEG, alpha composited over white, converted to 8-bit grayscale (ITU-R 601-2 luma),
-  resized to ``size x size`` with bilinear filtering (aspect ratio is NOT preserved), scaled to [0, 1]
-  (0 = black, 1 = white) and then mapped to [-1, 1] with ``(x - IMAGE_MEAN) / IMAGE_STD`` (0.5, 0.5).
+* Image: decoded PNG/JPEG, then :mod:`trimodal.runtime.normalize`: alpha flattened over the background,
+  grayscale (ITU-R 601-2 luma), polarity from the border (light-on-dark is inverted), contrast stretched,
+  the content cropped and centred in a square (aspect ratio kept) and resized to ``size x size``; gray in
+  [0, 1] (0 = black ink, 1 = white background) mapped to [-1, 1] with ``(x - IMAGE_MEAN) / IMAGE_STD``
+  (0.5, 0.5).
 * Text: ``tokenizers`` with the all-MiniLM-L6-v2 ``tokenizer.json``; truncation and padding to exactly
   ``max_tokens`` (pad id 0), identical to Hugging Face ``AutoTokenizer(..., padding="max_length",
   truncation=True, max_length=max_tokens)``.
@@ -36,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from trimodal.errors import PreprocessError
+from trimodal.runtime import normalize
 from trimodal.spec import AudioSpec, ImageSpec, TextSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -85,21 +88,27 @@ def _as_bytes(item: Any, what: str) -> bytes:
 # ========================================================================================================
 
 
-def _to_gray(image: Image.Image) -> np.ndarray:
-    """Grayscale float32 array in [0, 1] of a loaded PIL image (alpha composited over white)."""
+def _to_gray(image: Image.Image, size: int) -> np.ndarray:
+    """Grayscale float32 array in [0, 1] of a loaded PIL image, alpha flattened over the background.
+
+    High-bit-depth modes are scaled to [0, 1]; palette, CMYK and other colour modes go through RGB(A); very
+    large images are box-reduced first (:func:`trimodal.runtime.normalize.reduce_large`).
+    """
     mode = image.mode
     if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         array = np.asarray(image, dtype=np.float32)
         return np.clip(array / (255.0 if mode == "F" else 65535.0), 0.0, 1.0)
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+    elif mode in ("LA", "PA", "RGBa", "La"):
+        image = image.convert("RGBA")
+    elif mode not in ("L", "RGB", "RGBA"):
         image = image.convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    if image.mode != "L":
-        image = image.convert("L")
+    image = normalize.reduce_large(image, size)
+    if image.mode == "RGBA":
+        return normalize.flatten_alpha(np.asarray(image, dtype=np.float32) / 255.0)
+    if image.mode == "RGB":
+        return (np.asarray(image, dtype=np.float32) / 255.0) @ normalize.LUMA
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
@@ -145,18 +154,17 @@ def decode_image(data: bytes, spec: ImageSpec, *, index: int | None = None) -> n
                 f"{MAX_IMAGE_PIXELS} (decompression-bomb guard)"
             )
         try:
-            if image.format == "JPEG" and min(width, height) >= 4 * size:
-                image.draft("L", (2 * size, 2 * size))  # fast DCT-domain downscale of large JPEGs
+            analysis = normalize.ANALYSIS_SIDE_FACTOR * size
+            if image.format == "JPEG" and min(width, height) > analysis:
+                image.draft("L", (analysis // 2, analysis // 2))  # fast DCT-domain downscale of large JPEGs
             image.load()
-            gray = _to_gray(image)
+            gray = _to_gray(image, size)
         except Exception as exc:
             raise PreprocessError(
                 f"{what}: cannot decode image bytes (expected a PNG or JPEG file; truncated or corrupt?): {exc}"
             ) from None
-    if gray.shape != (size, size):
-        resized = Image.fromarray(gray, mode="F").resize((size, size), Image.Resampling.BILINEAR)
-        gray = np.asarray(resized, dtype=np.float32)
-    out = (np.clip(gray, 0.0, 1.0) - IMAGE_MEAN) / IMAGE_STD
+    gray = normalize.normalize_image(gray, size)
+    out = (gray - IMAGE_MEAN) / IMAGE_STD
     return out.astype(np.float32, copy=False)[None, :, :]
 
 

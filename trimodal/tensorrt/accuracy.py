@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from trimodal.contract import ENCODERS, FUSION, PROBABILITIES
+from trimodal.contract import ENCODERS, FUSED_PROBABILITIES, FUSION
 from trimodal.errors import EngineError
 from trimodal.runtime.pipeline import Feeds, InferFn, ort_infer, run_models
 from trimodal.spec import PipelineSpec
@@ -112,8 +112,8 @@ def compare_outputs(
         EngineError: if the two runs' probabilities differ in shape or are empty.
     """
     tolerance = (tolerances or DEFAULT_TOLERANCES)[precision]
-    ref = reference[FUSION][PROBABILITIES].astype(np.float64)
-    got = candidate[FUSION][PROBABILITIES].astype(np.float64)
+    ref = reference[FUSION][FUSED_PROBABILITIES].astype(np.float64)
+    got = candidate[FUSION][FUSED_PROBABILITIES].astype(np.float64)
     if ref.shape != got.shape or ref.size == 0:
         raise EngineError(f"cannot compare probabilities of shapes {ref.shape} and {got.shape}")
     trt_acc = ort_acc = None

@@ -25,9 +25,12 @@ PACKAGE_DIR = TRAINING_DIR.parent
 """The ``trimodal`` package; source paths are hashed relative to it, so stamps do not depend on the checkout."""
 
 # The parts of the spec that change what is trained and exported (serving and engine settings do not).
-MODEL_FIELDS = {"seed", "classes", "dataset", "modalities", "fusion", "training"}
+MODEL_FIELDS = {"seed", "classes", "dataset", "modalities", "fusion", "multitask", "training"}
 
-TRAIN_MODULES: tuple[str, ...] = ("features.py", "loop.py", "encoders.py", "heads.py", "evaluate.py", "train.py")
+TRAIN_MODULES: tuple[str, ...] = (
+    "features.py", "loop.py", "augment.py", "encoders.py", "heads.py", "evaluate.py", "quality.py", "report.py",
+    "train.py",
+)  # fmt: skip
 TRAIN_SOURCES: list[Path] = [
     TRAINING_DIR / "data",
     TRAINING_DIR / "models",
@@ -35,7 +38,10 @@ TRAIN_SOURCES: list[Path] = [
     # What the models are trained on: the server's preprocessing, keyed and cast by the contract.
     PACKAGE_DIR / "contract.py",
     PACKAGE_DIR / "runtime" / "preprocess.py",
+    PACKAGE_DIR / "runtime" / "normalize.py",
     PACKAGE_DIR / "runtime" / "pipeline.py",
+    # What the quality metrics are computed with: the served postprocess step.
+    PACKAGE_DIR / "runtime" / "agreement.py",
 ]
 EXPORT_SOURCES: list[Path] = [*TRAIN_SOURCES, TRAINING_DIR / "export.py"]
 
@@ -100,9 +106,9 @@ def build_cpu(
         Step name -> whether it ran (False = reused).
     """
     from trimodal.training.data.dataset import generate_dataset
-    from trimodal.training.evaluate import METRICS_JSON
     from trimodal.training.export import export_all
     from trimodal.training.models import TRAINED_MODALITIES, encoder_name
+    from trimodal.training.report import METRICS_JSON
     from trimodal.training.train import train_all
     from trimodal.triton.install import install_artifacts
     from trimodal.triton.repository import render

@@ -1,7 +1,8 @@
 """Encoders: image and audio pretraining (temporary linear head), frozen text embeddings, features of every split.
 
 The image and the audio encoder are each pretrained with a temporary linear head (cross-entropy with label
-smoothing, early stop on validation accuracy) and saved to ``build/checkpoints/<modality>_encoder.pt``. The
+smoothing, early stop on validation accuracy) and saved to ``build/checkpoints/<modality>_encoder.pt``; the
+image encoder sees randomly augmented training images (:mod:`trimodal.training.augment`). The
 text encoder is the pretrained all-MiniLM-L6-v2, frozen: every text is embedded once (batched, cached under
 ``build/features``).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +31,7 @@ from trimodal.training.features import (
 from trimodal.training.loop import Schedule, accuracy, fit, predict, seconds_since
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from trimodal.runtime.pipeline import Feeds
@@ -50,6 +53,7 @@ def train_encoder(
     spec: PipelineSpec,
     *,
     name: str,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Pretrain one encoder with a temporary linear head (cross-entropy, early stop on validation accuracy).
@@ -62,6 +66,8 @@ def train_encoder(
         val: ``(inputs, labels)`` of the present validation samples.
         spec: the pipeline spec (``training`` hyper-parameters, ``seed``, classes).
         name: for logs and progress bars.
+        augment: ``augment(batch, generator)`` applied to every training batch (None = none); its generator is
+            seeded with ``spec.seed + 2``.
         progress: show a progress bar.
 
     Returns:
@@ -74,10 +80,16 @@ def train_encoder(
     model = nn.Sequential(encoder, nn.Linear(encoder.feature_dim, spec.num_classes))
     x_train, y_train = torch.from_numpy(train[0]), torch.from_numpy(train[1])
     loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
+    augment_generator = torch.Generator().manual_seed(spec.seed + 2)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        batch = x_train[idx] if augment is None else augment(x_train[idx], augment_generator)
+        return loss_fn(model(batch), y_train[idx])
+
     cfg = spec.training
     fitted = fit(
         model,
-        lambda idx: loss_fn(model(x_train[idx]), y_train[idx]),
+        batch_loss,
         len(y_train),
         lambda: accuracy(predict(model, [val[0]]), val[1]),
         Schedule(cfg.encoder_epochs, cfg.batch_size, cfg.learning_rate, ENCODER_PCT_START, ENCODER_PATIENCE),
@@ -136,8 +148,11 @@ def pretrain_encoder(
     name = encoder_name(modality)
     torch.manual_seed(spec.seed)
     encoder = build_encoder(name, spec)
+    from trimodal.training.augment import augment_images
+
     train, val = present_samples(arrays["train"], modality), present_samples(arrays["val"], modality)
-    info = train_encoder(encoder, train, val, spec, name=name, progress=progress)
+    augment = augment_images if modality == "image" else None
+    info = train_encoder(encoder, train, val, spec, name=name, augment=augment, progress=progress)
     encoder.eval()
     build.checkpoints.mkdir(parents=True, exist_ok=True)
     checkpoint = {"state_dict": encoder.state_dict(), "config": encoder_config(modality, spec), "metrics": info}

@@ -1,4 +1,4 @@
-"""Evaluation of the fusion heads: accuracy per modality subset, the acceptance targets, ``metrics.json``/``.md``.
+"""Evaluation of the fusion heads: accuracy per modality subset and the acceptance targets.
 
 A modality outside the evaluated subset is sent exactly as the server sees an absent one: its encoder's
 features for the preprocessor's output of an empty element, and mask 0.
@@ -7,11 +7,9 @@ features for the preprocessor's output of an empty element, and mask 0.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,9 +21,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 LOGGER = logging.getLogger(__name__)
-
-METRICS_JSON = "metrics.json"
-METRICS_MD = "metrics.md"
 
 
 def modality_subsets() -> list[tuple[str, ...]]:
@@ -103,73 +98,3 @@ def check_targets(test: dict[str, dict[str, float]], strategy: str) -> dict[str,
     for pair in itertools.combinations(MODALITIES, 2):
         targets[f"{subset_name(pair)} beats its best member"] = acc[subset_name(pair)] > max(acc[m] for m in pair)
     return targets
-
-
-def _accuracy_table(metrics: dict[str, Any]) -> list[str]:
-    test = metrics["test_accuracy"]
-    served = metrics["served_strategy"]
-    strategies = list(test)
-    header = [f"{s} (served)" if s == served else s for s in strategies]
-    lines = [
-        "# Test accuracy per modality subset",
-        "",
-        f"Served fusion strategy: **{served}** (`fusion.strategy` in pipeline.yaml). Absent modalities are sent",
-        "exactly as the server sees them (encoder run on the preprocessed empty element, mask 0). "
-        f"Test samples: {metrics['samples']['test']}.",
-        "",
-        "| modalities | " + " | ".join(header) + " |",
-        "|---|" + "---:|" * len(strategies),
-    ]
-    for subset in modality_subsets():
-        name = subset_name(subset)
-        lines.append(f"| {name} | " + " | ".join(f"{100 * test[s][name]:.1f}%" for s in strategies) + " |")
-    return lines
-
-
-def _targets_list(metrics: dict[str, Any]) -> list[str]:
-    served = metrics["served_strategy"]
-    lines = ["", f"## Targets ({served})", ""]
-    for target, met in metrics["targets"][served].items():
-        lines.append(f"- [{'x' if met else ' '}] {target}")
-    return lines
-
-
-def _encoders_list(metrics: dict[str, Any]) -> list[str]:
-    enc = metrics["encoders"]
-    return [
-        "",
-        "## Encoders (temporary linear head, validation accuracy)",
-        "",
-        f"- image: {100 * enc['image']['val_accuracy']:.1f}% (train {100 * enc['image']['train_accuracy']:.1f}%)",
-        f"- audio: {100 * enc['audio']['val_accuracy']:.1f}% (train {100 * enc['audio']['train_accuracy']:.1f}%)",
-        "",
-        f"Training wall time: {metrics['seconds']['total']:.0f} s with {metrics['torch_threads']} torch CPU thread(s).",
-        "",
-    ]
-
-
-def metrics_markdown(metrics: dict[str, Any]) -> str:
-    """Render the test accuracy table (subset rows x strategy columns) and the targets of the served strategy.
-
-    Args:
-        metrics: the dictionary written to ``metrics.json``.
-
-    Returns:
-        Markdown text.
-    """
-    return "\n".join([*_accuracy_table(metrics), *_targets_list(metrics), *_encoders_list(metrics)])
-
-
-def write_metrics(build_dir: Path, metrics: dict[str, Any]) -> None:
-    """Write ``metrics.json`` and ``metrics.md`` into the build folder and warn about missed targets.
-
-    Args:
-        build_dir: the build folder.
-        metrics: the training metrics (see :func:`trimodal.training.train.train_all`).
-    """
-    (build_dir / METRICS_JSON).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    (build_dir / METRICS_MD).write_text(metrics_markdown(metrics), encoding="utf-8")
-    served = metrics["served_strategy"]
-    missed = [target for target, met in metrics["targets"][served].items() if not met]
-    if missed:
-        LOGGER.warning("acceptance targets missed by %s: %s", served, "; ".join(missed))

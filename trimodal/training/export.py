@@ -327,7 +327,8 @@ def load_models(spec: PipelineSpec, build_dir: Path) -> dict[str, nn.Module]:
     """The four served torch models, in eval mode: trained encoders and served fusion head from the checkpoints.
 
     Args:
-        spec: the pipeline spec (the served head is ``spec.fusion.strategy``'s).
+        spec: the pipeline spec (the served head is ``spec.fusion.strategy``'s, trained multi-task or not as
+            ``spec.multitask.auxiliary_losses`` says).
         build_dir: the build folder holding ``checkpoints/``.
 
     Returns:
@@ -343,7 +344,8 @@ def load_models(spec: PipelineSpec, build_dir: Path) -> dict[str, nn.Module]:
     models: dict[str, nn.Module] = {}
     for name in ENCODERS:
         if name == FUSION:
-            models[name] = _load_weights(build_fusion(spec), name, build.checkpoint(head_name(spec.fusion.strategy)))
+            checkpoint = build.checkpoint(head_name(spec.fusion.strategy, spec.multitask.auxiliary_losses))
+            models[name] = _load_weights(build_fusion(spec), name, checkpoint)
         elif name in {encoder_name(modality) for modality in TRAINED_MODALITIES}:
             models[name] = _load_weights(build_encoder(name, spec), name, build.checkpoint(name))
         else:  # pretrained and frozen (the text encoder)

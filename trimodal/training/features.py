@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 
-PREPROCESS_VERSION = "preprocess-v2"
-"""Part of every cache fingerprint; v2 keys the arrays by contract tensor name (v1 used lower-case keys)."""
+PREPROCESS_VERSION = "preprocess-v3"
+"""Part of every cache fingerprint; v2 keyed the arrays by contract tensor name, v3 normalises images
+(:mod:`trimodal.runtime.normalize`)."""
 PREPROCESS_CHUNK = 256
 LABELS = "labels"
 CORRUPTED = "corrupted"
@@ -57,11 +58,13 @@ class EncodedSplit:
         labels: int64 (N,).
         absent: per features name, the (1, D) features its encoder emits for the preprocessor's output of an
             empty (absent) element.
+        corrupted: bool (N, 3), True where the dataset destroyed the modality (None when unknown).
     """
 
     tensors: Arrays
     labels: np.ndarray
     absent: Arrays
+    corrupted: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -222,3 +225,42 @@ def present_samples(arrays: Arrays, modality: str) -> tuple[np.ndarray, np.ndarr
     """
     keep = arrays[MASK_TENSORS[modality]][:, 0] > 0.5
     return arrays[INPUT_TENSORS[modality]][keep], arrays[LABELS][keep]
+
+
+def robustness_images(
+    spec: PipelineSpec, build_dir: Path, *, data_dir: Path | None = None, progress: bool = True
+) -> dict[str, np.ndarray]:
+    """The image encoder's input for every robustness variant of the test split, preprocessed once and cached.
+
+    The variants are built by :func:`trimodal.training.data.robustness.make_variants` from the test split's
+    images and go through the server's own image preprocessing.
+
+    Args:
+        spec: the pipeline spec.
+        build_dir: build folder; cached as ``features/robustness-<fingerprint>.npz``.
+        data_dir: dataset root; defaults to ``build_dir``.
+        progress: show a progress bar.
+
+    Returns:
+        ``{variant: IMAGE_TENSOR (N, 1, S, S)}``, aligned with the test split.
+    """
+    from tqdm.auto import tqdm
+
+    from trimodal.runtime.preprocess import preprocess_images
+    from trimodal.training.data.dataset import dataset_hash, load_split
+    from trimodal.training.data.robustness import ROBUSTNESS_VERSION, VARIANTS, make_variants
+
+    build = BuildLayout(Path(build_dir))
+    key = fingerprint(spec, PREPROCESS_VERSION, dataset_hash(spec), f"robustness-v{ROBUSTNESS_VERSION}")
+    path = build.features / f"robustness-{key}.npz"
+    if path.is_file():
+        return dict(np.load(path))
+    split = load_split(Path(data_dir) if data_dir is not None else build.root, "test")
+    result = {}
+    for name in tqdm(VARIANTS, desc="robustness set", disable=not progress):
+        blobs = make_variants(split.images, spec.seed, [name])[name]
+        result[name] = preprocess_images(blobs, spec.modalities.image)[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_npz(path, result)
+    prune_cache(path.parent, "robustness-*.npz", {path})
+    return result

@@ -8,9 +8,11 @@ Steps of :func:`train_all`, each in the module named after it:
 2. :mod:`~trimodal.training.encoders`: pretrain the image and the audio encoder, each with a temporary linear
    head, then embed every text once with the frozen text encoder (cached);
 3. :mod:`~trimodal.training.heads`: train one fusion head per strategy on the encoders' features, with
-   modality dropout;
-4. :mod:`~trimodal.training.evaluate`: evaluate every non-empty modality subset on the test split exactly as
-   the server sees it and write ``metrics.json`` / ``metrics.md``.
+   modality dropout and per-modality heads (multi-task), plus the served strategy the other way (single-task
+   or multi-task) for comparison;
+4. :mod:`~trimodal.training.evaluate` and :mod:`~trimodal.training.quality`: evaluate every non-empty modality
+   subset on the test split exactly as the server sees it, the robustness set and conflict detection, and write
+   ``metrics.json`` / ``metrics.md``.
 
 Everything is seeded and runs on the CPU (:mod:`~trimodal.training.loop`).
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,8 +30,9 @@ from trimodal import contract
 from trimodal.layout import BuildLayout
 from trimodal.spec import MODALITIES, PipelineSpec
 from trimodal.training.encoders import encode_splits, pretrain_encoder, text_embeddings
-from trimodal.training.evaluate import check_targets, write_metrics
+from trimodal.training.evaluate import check_targets
 from trimodal.training.features import (
+    CORRUPTED,
     FEATURE_TENSORS,
     LABELS,
     MASK_TENSORS,
@@ -37,27 +40,38 @@ from trimodal.training.features import (
     EncodedSplit,
     empty_feeds,
     load_features,
+    robustness_images,
 )
-from trimodal.training.heads import train_heads
-from trimodal.training.loop import TORCH_THREADS, seconds_since, setup_torch, timed
+from trimodal.training.heads import served_variant, train_heads, variant_name
+from trimodal.training.loop import TORCH_THREADS, predict, seconds_since, setup_torch, timed
+from trimodal.training.quality import conflict_rates, quality_targets, robustness
+from trimodal.training.report import write_metrics
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from trimodal.training.models.fusion import FusionClassifier
 
 LOGGER = logging.getLogger(__name__)
 
 
 def _encode(
     spec: PipelineSpec, build: BuildLayout, arrays: dict[str, Arrays], seconds: dict[str, float], progress: bool
-) -> tuple[dict[str, EncodedSplit], dict[str, Any]]:
+) -> tuple[dict[str, EncodedSplit], dict[str, nn.Module], dict[str, Any]]:
     """Pretrain the image and audio encoders, embed the texts, and encode every split for the fusion heads."""
     from trimodal.training.models import TRAINED_MODALITIES, encoder_name
 
     empty = empty_feeds(spec)
     features: dict[str, dict[str, np.ndarray]] = {split: {} for split in contract.SPLITS}
     absent: dict[str, np.ndarray] = {}
+    encoders: dict[str, nn.Module] = {}
     encoder_info: dict[str, Any] = {}
     for modality in TRAINED_MODALITIES:
         with timed(seconds, encoder_name(modality)):
-            encoder, encoder_info[modality] = pretrain_encoder(modality, spec, arrays, build, progress=progress)
-            encoded, absent[FEATURE_TENSORS[modality]] = encode_splits(encoder, modality, arrays, empty)
+            encoders[modality], encoder_info[modality] = pretrain_encoder(
+                modality, spec, arrays, build, progress=progress
+            )
+            encoded, absent[FEATURE_TENSORS[modality]] = encode_splits(encoders[modality], modality, arrays, empty)
         for split in contract.SPLITS:
             features[split][FEATURE_TENSORS[modality]] = encoded[split]
     with timed(seconds, "text_embeddings"):
@@ -66,8 +80,40 @@ def _encode(
     for split in contract.SPLITS:
         masks = {MASK_TENSORS[m]: arrays[split][MASK_TENSORS[m]].astype(np.float32) for m in MODALITIES}
         tensors = {**features[split], contract.TEXT_FEATURES: text[split], **masks}
-        splits[split] = EncodedSplit(tensors, arrays[split][LABELS], absent)
-    return splits, encoder_info
+        splits[split] = EncodedSplit(tensors, arrays[split][LABELS], absent, arrays[split][CORRUPTED])
+    return splits, encoders, encoder_info
+
+
+def _quality(
+    spec: PipelineSpec,
+    build: BuildLayout,
+    splits: dict[str, EncodedSplit],
+    image_encoder: nn.Module,
+    models: dict[str, FusionClassifier],
+    data_dir: Path | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """Robustness and conflict detection of the served strategy, multi-task and single-task."""
+    images = robustness_images(spec, build.root, data_dir=data_dir, progress=progress)
+    variants = {name: predict(image_encoder, [tensor]) for name, tensor in images.items()}
+    result = {}
+    for auxiliary in (True, False):
+        name = variant_name(spec.fusion.strategy, auxiliary)
+        result[name] = {
+            "robustness": robustness(models[name], splits["test"], variants),
+            "conflict": {split: conflict_rates(models[name], splits[split], spec) for split in ("val", "test")},
+        }
+    return result
+
+
+def _targets(test: dict[str, dict[str, float]], quality: dict[str, Any]) -> dict[str, dict[str, bool]]:
+    """The accuracy targets of every variant, plus the quality targets where they were measured."""
+    targets = {}
+    for name in test:
+        targets[name] = check_targets(test, name)
+        if name in quality:
+            targets[name].update(quality_targets(quality[name]["robustness"], quality[name]["conflict"]["test"]))
+    return targets
 
 
 def train_all(
@@ -75,7 +121,7 @@ def train_all(
 ) -> dict[str, Any]:
     """Train everything and write checkpoints and metrics.
 
-    Writes ``build_dir/checkpoints/{image_encoder,audio_encoder,fusion_<strategy>}.pt`` (each a dict with
+    Writes ``build_dir/checkpoints/{image_encoder,audio_encoder,fusion_<variant>}.pt`` (each a dict with
     ``state_dict`` and ``config``), ``build_dir/metrics.json`` and ``build_dir/metrics.md``.
 
     Args:
@@ -97,14 +143,20 @@ def train_all(
     seconds: dict[str, float] = {}
     arrays = load_features(spec, build.root, data_dir=data_dir, progress=progress)
     seconds["data"] = seconds_since(started)
-    splits, encoder_info = _encode(spec, build, arrays, seconds, progress)
-    heads = train_heads(spec, splits, build, seconds, progress=progress)
+    splits, encoders, encoder_info = _encode(spec, build, arrays, seconds, progress)
+    heads, models = train_heads(spec, splits, build, seconds, progress=progress)
+    with timed(seconds, "quality"):
+        quality = _quality(spec, build, splits, encoders["image"], models, data_dir, progress)
     seconds["total"] = seconds_since(started)
     metrics: dict[str, Any] = {
         "served_strategy": spec.fusion.strategy,
+        "served_variant": served_variant(spec),
+        "auxiliary_losses": spec.multitask.auxiliary_losses,
+        "conflict_threshold": spec.multitask.conflict_threshold,
         "test_accuracy": heads["test"],
         "val_accuracy": heads["val"],
-        "targets": {strategy: check_targets(heads["test"], strategy) for strategy in heads["test"]},
+        "targets": _targets(heads["test"], quality),
+        "quality": quality,
         "encoders": encoder_info,
         "fusion": heads["fusion"],
         "samples": {split: len(arrays[split][LABELS]) for split in contract.SPLITS},
@@ -112,6 +164,6 @@ def train_all(
         "seed": spec.seed,
         "torch_threads": TORCH_THREADS,
     }
-    LOGGER.info("training done in %.0f s; served strategy %s", seconds["total"], spec.fusion.strategy)
+    LOGGER.info("training done in %.0f s; served %s", seconds["total"], served_variant(spec))
     write_metrics(build.root, metrics)
     return metrics

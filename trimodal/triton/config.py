@@ -1,9 +1,9 @@
 """Triton model configs as protobuf ``ModelConfig`` objects, built from the spec (never from text templates).
 
 Every model gets a production config (TensorRT plans on a GPU for the encoders and the fusion head;
-Python-backend preprocessors on CPU). The four ONNX models also get a CPU config (Python backend running the
-same ``model.onnx`` in ONNX Runtime), selected by ``tritonserver --model-config-name cpu``. Tensor names,
-dtypes and dims are identical on both targets, so the ensemble config is shared.
+Python-backend preprocessors and postprocess on CPU). The four ONNX models also get a CPU config (Python
+backend running the same ``model.onnx`` in ONNX Runtime), selected by ``tritonserver --model-config-name cpu``.
+Tensor names, dtypes and dims are identical on both targets, so the ensemble config is shared.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from tritonclient.grpc import model_config_pb2 as mc
 
 from trimodal import contract
-from trimodal.contract import ENCODERS, ENSEMBLE, PREPROCESSORS, ModelIO, TensorSpec
+from trimodal.contract import ENCODERS, ENSEMBLE, POSTPROCESS, PREPROCESSORS, ModelIO, TensorSpec
 from trimodal.spec import PipelineSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -90,6 +90,28 @@ def preprocess_config(spec: PipelineSpec, model: str, io: ModelIO) -> mc.ModelCo
     return config
 
 
+def postprocess_config(spec: PipelineSpec, io: ModelIO) -> mc.ModelConfig:
+    """Config of the postprocess model (same on both targets: Python backend on CPU).
+
+    It refuses samples with every modality empty and computes the agreement outputs; the class names and the
+    conflict threshold are model parameters, and its ``LABEL`` output carries the labels file.
+
+    Args:
+        spec: the pipeline spec.
+        io: the model's tensors.
+
+    Returns:
+        The model config.
+    """
+    config = _base_config(spec, POSTPROCESS, io)
+    config.backend = "python"
+    count = spec.serving.resolved(POSTPROCESS).cpu_instances
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=count)
+    _set_param(config, "classes", json.dumps(list(spec.classes)))
+    _set_param(config, "conflict_threshold", repr(spec.multitask.conflict_threshold))
+    return config
+
+
 def _warmup(spec: PipelineSpec, model: str, io: ModelIO) -> list[mc.ModelWarmup]:
     max_batch = spec.serving.resolved(model).max_batch_size
     warmups = []
@@ -158,9 +180,6 @@ def cpu_config(spec: PipelineSpec, model: str, io: ModelIO) -> mc.ModelConfig:
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=settings.cpu_instances)
     _set_param(config, "onnx_file", "model.onnx")
     _set_param(config, "intra_op_threads", str(settings.ort_threads))
-    if model == contract.FUSION:
-        masks = [contract.IMAGE_MASK, contract.TEXT_MASK, contract.AUDIO_MASK]
-        _set_param(config, "require_any_of", json.dumps(masks))
     return config
 
 
@@ -174,7 +193,7 @@ def _step(model: str, io: ModelIO) -> mc.ModelEnsembling.Step:
 
 
 def ensemble_config(spec: PipelineSpec, ios: dict[str, ModelIO]) -> mc.ModelConfig:
-    """The ensemble: raw bytes -> preprocessors -> encoders -> fusion head.
+    """The ensemble: raw bytes -> preprocessors -> encoders -> fusion head -> postprocess.
 
     Args:
         spec: the pipeline spec.
@@ -187,7 +206,7 @@ def ensemble_config(spec: PipelineSpec, ios: dict[str, ModelIO]) -> mc.ModelConf
     config = mc.ModelConfig(name=ENSEMBLE, platform="ensemble", max_batch_size=spec.serving.ensemble_max_batch_size)
     _add_inputs(config, io.inputs)
     _add_outputs(config, io.outputs)
-    for model in (*PREPROCESSORS, *ENCODERS):
+    for model in (*PREPROCESSORS, *ENCODERS, POSTPROCESS):
         config.ensemble_scheduling.step.append(_step(model, ios[model]))
     return config
 

@@ -14,10 +14,17 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from trimodal import contract
-from trimodal.contract import ENCODERS, ENSEMBLE, PREPROCESSORS
+from trimodal.contract import ENCODERS, ENSEMBLE, POSTPROCESS, PREPROCESSORS
 from trimodal.layout import CONFIG_FILE
 from trimodal.spec import PipelineSpec
-from trimodal.triton.config import CPU_CONFIG_NAME, cpu_config, ensemble_config, gpu_config, preprocess_config
+from trimodal.triton.config import (
+    CPU_CONFIG_NAME,
+    cpu_config,
+    ensemble_config,
+    gpu_config,
+    postprocess_config,
+    preprocess_config,
+)
 from trimodal.triton.validate import validate_ensemble
 
 LOGGER = logging.getLogger(__name__)
@@ -29,6 +36,7 @@ SHIM_TEMPLATE_MODULE = {
     "preprocess_text": "trimodal.runtime.backends.preprocess:PreprocessText",
     "preprocess_audio": "trimodal.runtime.backends.preprocess:PreprocessAudio",
     "onnx": "trimodal.runtime.backends.onnx_model:OnnxModel",
+    POSTPROCESS: "trimodal.runtime.backends.postprocess:Postprocess",
 }
 
 
@@ -75,7 +83,9 @@ def render_files(spec: PipelineSpec) -> list[RenderedFile]:
         cpu_path = Path(model, "configs", f"{CPU_CONFIG_NAME}.pbtxt")
         files.append(RenderedFile(cpu_path, _to_text(cpu_config(spec, model, ios[model]))))
         files.append(RenderedFile(Path(model, "1", "model.py"), shim_source(SHIM_TEMPLATE_MODULE["onnx"])))
-    files.append(RenderedFile(Path(contract.FUSION, contract.LABELS_FILE), labels))
+    files.append(RenderedFile(Path(POSTPROCESS, CONFIG_FILE), _to_text(postprocess_config(spec, ios[POSTPROCESS]))))
+    files.append(RenderedFile(Path(POSTPROCESS, "1", "model.py"), shim_source(SHIM_TEMPLATE_MODULE[POSTPROCESS])))
+    files.append(RenderedFile(Path(POSTPROCESS, contract.LABELS_FILE), labels))
     files.append(RenderedFile(Path(ENSEMBLE, CONFIG_FILE), _to_text(ensemble_config(spec, ios))))
     files.append(RenderedFile(Path(ENSEMBLE, contract.LABELS_FILE), labels))
     files.append(RenderedFile(Path(ENSEMBLE, "1", ".gitkeep"), ""))

@@ -10,10 +10,10 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from trimodal import contract
-from trimodal.contract import ENCODERS, PREPROCESSORS
+from trimodal.contract import ENCODERS, POSTPROCESS, PREPROCESSORS
 from trimodal.errors import RepositoryError
 from trimodal.spec import PipelineSpec
-from trimodal.triton.config import cpu_config, ensemble_config, gpu_config, preprocess_config
+from trimodal.triton.config import cpu_config, ensemble_config, gpu_config, postprocess_config, preprocess_config
 
 LOGGER = logging.getLogger(__name__)
 
@@ -111,11 +111,13 @@ def validate_ensemble(spec: PipelineSpec) -> None:
     """
     ios = contract.model_io(spec)
     ensemble = ensemble_config(spec, ios)
+    shared = {
+        **{m: preprocess_config(spec, m, ios[m]) for m in PREPROCESSORS},
+        POSTPROCESS: postprocess_config(spec, ios[POSTPROCESS]),
+    }
     targets = {
-        "gpu": {**{m: preprocess_config(spec, m, ios[m]) for m in PREPROCESSORS},
-                **{m: gpu_config(spec, m, ios[m]) for m in ENCODERS}},
-        "cpu": {**{m: preprocess_config(spec, m, ios[m]) for m in PREPROCESSORS},
-                **{m: cpu_config(spec, m, ios[m]) for m in ENCODERS}},
+        "gpu": {**shared, **{m: gpu_config(spec, m, ios[m]) for m in ENCODERS}},
+        "cpu": {**shared, **{m: cpu_config(spec, m, ios[m]) for m in ENCODERS}},
     }  # fmt: skip
     problems = [f"[{target}] {p}" for target, models in targets.items() for p in check_ensemble(ensemble, models)]
     if problems:

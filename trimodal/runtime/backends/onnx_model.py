@@ -1,21 +1,18 @@
 """CPU target of the encoders and the fusion head: the same model.onnx in ONNX Runtime.
 
-All requests of a dynamic batch are concatenated into one ``InferenceSession.run`` call. The fusion
-head's config names its presence masks in ``require_any_of``: a sample whose masks are all zero (every
-modality empty) is rejected with INVALID_ARGUMENT instead of being classified from nothing.
+All requests of a dynamic batch are concatenated into one ``InferenceSession.run`` call. Like a TensorRT
+engine, the fusion head answers whatever it is given; samples with every modality empty are refused by the
+``postprocess`` model that follows it in the ensemble.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
 
-from trimodal.errors import PreprocessError
 from trimodal.layout import ONNX_FILE
 from trimodal.runtime.backends.base import BatchedModel
-from trimodal.runtime.pipeline import refuse_all_empty
 from trimodal.runtime.sessions import ort_session, run_session
 
 LOGGER = logging.getLogger(__name__)
@@ -30,18 +27,7 @@ class OnnxModel(BatchedModel):
         """Create the ONNX Runtime session."""
         path = self.version_dir / self.parameters.get("onnx_file", ONNX_FILE)
         self.session = ort_session(path, int(self.parameters.get("intra_op_threads", "1")))
-        self.require_any_of = json.loads(self.parameters.get("require_any_of", "[]"))
         LOGGER.info("%s: ONNX Runtime session on %s", self.model_name, path)
-
-    def reject(self, batch: dict[str, np.ndarray]) -> Exception | None:
-        """Reject a request in which some sample has every required mask at zero."""
-        if not self.require_any_of:
-            return None
-        try:
-            refuse_all_empty(batch, self.require_any_of)
-        except PreprocessError as exc:
-            return exc
-        return None
 
     def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the graph on the merged batch."""
