@@ -38,9 +38,20 @@ waited too long itself (UNAVAILABLE, "Request timeout expired") before the clien
 flood of client-cancelled requests can wedge Triton 2.51 (benchmarks/RELIABILITY.md)."""
 
 
-def server_timeout_us(deadline_s: float) -> int:
-    """The server-side timeout (microseconds, Triton's request ``timeout``) for a call with this deadline."""
-    return max(1, int(deadline_s * SERVER_TIMEOUT_FRACTION * 1e6))
+MIN_SERVER_TIMEOUT_S = 0.05
+"""Below this deadline no server-side timeout is sent: no answer fits in it anyway, the client's deadline
+governs, and Triton 2.51 handles requests that expire while still being received badly."""
+
+
+def server_timeout_us(deadline_s: float) -> int | None:
+    """The server-side timeout (microseconds, Triton's request ``timeout``) for a call with this deadline.
+
+    Returns:
+        ``SERVER_TIMEOUT_FRACTION`` of the deadline, or None (no server-side timeout) below 50 ms.
+    """
+    if deadline_s < MIN_SERVER_TIMEOUT_S:
+        return None
+    return int(deadline_s * SERVER_TIMEOUT_FRACTION * 1e6)
 
 
 @dataclass(frozen=True)

@@ -119,15 +119,15 @@ def _overload(server: TritonServer, generator: LoadGenerator, capacity: float) -
 
 
 def open_loop_capacity(generator: LoadGenerator, closed_loop_rps: float) -> tuple[float, list[dict]]:
-    """The highest Poisson rate the server sustains open loop: every request OK, goodput >= 95% of the offered
-    rate and p99 (timed from each request's scheduled send) under 1 s. Swept from 40% to 100% of the closed-loop
+    """The highest Poisson rate the server sustains open loop: every request OK and p99 (timed from each
+    request's scheduled send, so a backlog shows) under 1 s. Swept from 40% to 100% of the closed-loop
     saturation; returns the rate and the sweep."""
     sweep, best = [], 0.0
     for fraction in (0.4, 0.6, 0.8, 1.0):
         rate = fraction * closed_loop_rps
         result = asyncio.run(generator.open_loop(rate_rps=rate, duration_s=6.0, seed=int(fraction * 10)))
         ok = result.statuses() == {"OK": len(result.outcomes)}
-        sustained = ok and result.throughput() >= 0.95 * rate and result.percentile_ms(99) < 1000.0
+        sustained = ok and result.percentile_ms(99) < 1000.0
         sweep.append({"rate_rps": round(rate, 1), **result.summary(), "sustained": sustained})
         if not sustained:
             break

@@ -398,6 +398,10 @@ class TritonServer:
             return None
         started = time.monotonic()
         code = process.poll()
+        if code is None and self._drained is not None and self._drained.complete:
+            from trimodal.triton.drain import retire_stand_in
+
+            retire_stand_in(self)
         if code is None:
             # SIGTERM to tritonserver only: it drains in-flight requests and stops its Python stubs itself
             # (signalling the whole group would kill the stubs under the requests they are serving).
