@@ -8,6 +8,7 @@ Any modality may be left out: it is sent as an empty element, which the server t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def bytes_tensor(name: str, payload: bytes) -> grpcclient.InferInput:
 def main() -> int:
     """Classify one sample and print the top labels."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="127.0.0.1:8001")
+    parser.add_argument("--url", default=os.environ.get("TRIMODAL_URL", "127.0.0.1:8001"), help="gRPC host:port")
     parser.add_argument("--image", type=Path)
     parser.add_argument("--text", default="")
     parser.add_argument("--audio", type=Path)

@@ -298,6 +298,20 @@ def infer(
 
 
 @app.command()
+def protoset(
+    out: Annotated[Path, typer.Argument(help="File to write (e.g. build/triton.protoset).")],
+) -> None:
+    """Write Triton's gRPC API (grpc_service.proto + model_config.proto) as a descriptor set for non-Python clients.
+
+    grpcurl takes it with -protoset, Node's @grpc/proto-loader with loadFileDescriptorSetFromBuffer
+    (clients/node/infer.js).
+    """
+    from trimodal.protoset import write_descriptor_set
+
+    typer.echo(f"wrote {write_descriptor_set(out)}")
+
+
+@app.command()
 def samples(
     spec: SpecOption = None,
     build_dir: BuildDirOption = None,
