@@ -1,7 +1,8 @@
-"""Minimal synchronous gRPC client of the `multimodal` ensemble, with only tritonclient + numpy.
+r"""Minimal synchronous gRPC client of the `multimodal` ensemble, with only tritonclient + numpy.
 
 Copy this file into your project:  pip install 'tritonclient[grpc]' numpy
-    python clients/sync_client.py --image clients/samples/sample0_zero.png --text "zero" --audio x.wav
+    python clients/sync_client.py --text "one" \
+        --image clients/samples/sample0_one.png --audio clients/samples/sample0_one.wav
 Any modality may be left out: it is sent as an empty element, which the server treats as absent.
 """
 
