@@ -4,12 +4,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+LOAD_VENV ?= .venv-load
+LOAD_INSTALLED := $(LOAD_VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := espeak-ng sox libb64-0d python3-venv
 DOCTOR := $(PYTHON) trimodal/doctor.py --venv $(VENV)
 PYTEST_ARGS ?=
 
-.PHONY: help doctor install apt build render run serve test lint unit integration tools bench clean
+.PHONY: help doctor install loadtest apt build render run serve test lint unit integration tools bench clean
 
 help:
 	@echo "make run    install, build if needed, serve on 8000/8001/8002 and classify the bundled samples"
@@ -38,6 +40,16 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
+# locust in a venv of its own (the `loadtest` extra: the client + locust, no server; see pyproject.toml).
+$(LOAD_INSTALLED): pyproject.toml
+	@$(DOCTOR) --venv $(LOAD_VENV) --quiet --repair
+	@[ -x $(LOAD_VENV)/bin/python ] || $(PYTHON) -m venv $(LOAD_VENV)
+	$(LOAD_VENV)/bin/pip install -q --upgrade pip
+	$(LOAD_VENV)/bin/pip install -q -e '.[loadtest]'
+	@touch $@
+
+loadtest: $(LOAD_INSTALLED)
+
 tools: install
 	@if [ -f deploy/tools.sh ]; then bash deploy/tools.sh; fi
 
@@ -65,7 +77,7 @@ unit: install
 integration: build
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-test: build tools lint
+test: build loadtest tools lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: build
