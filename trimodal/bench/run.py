@@ -311,8 +311,7 @@ def perf_sweeps(run: BenchRun, server: Any, levels: Sequence[LevelResult]) -> li
     binary, env = tool
     runner = PerfRunner(
         url=server.config.grpc_url, input_json=input_json, out_dir=s.out / PERF_DIR, measurement_ms=s.pa_window_ms,
-        instances=run.instances(), env=env, binary=binary, http_url=server.config.http_url,
-        admin_key=getattr(server, "admin_key", None),
+        instances=run.instances(), env=env, binary=binary,
     )  # fmt: skip
     try:
         found = [runner.level("concurrency", concurrency) for concurrency in s.pa_concurrencies]
