@@ -4,24 +4,34 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+LOAD_VENV ?= .venv-load
+LOAD_INSTALLED := $(LOAD_VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := espeak-ng sox libb64-0d
+APT_PACKAGES := espeak-ng sox libb64-0d python3-venv
+DOCTOR := $(PYTHON) trimodal/doctor.py --venv $(VENV)
 PYTEST_ARGS ?=
 
-.PHONY: help install apt build render run serve test lint unit integration tools bench clean
+.PHONY: help doctor install loadtest apt build render run serve test lint unit integration tools bench clean
 
 help:
 	@echo "make run    install, build if needed, serve on 8000/8001/8002 and classify the bundled samples"
 	@echo "make test   install, build if needed, lint, unit + integration tests (real tritonserver)"
 	@echo "make build  dataset -> training -> ONNX -> model_repository (cached)"
 	@echo "make bench  benchmarks (see benchmarks/)"
+	@echo "make doctor preflight: Python, glibc, disk, apt packages, ports, a half-made venv (seconds)"
+
+doctor:
+	@$(DOCTOR) --ports 8000,8001,8002
 
 apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@command -v dpkg >/dev/null || exit 0; \
+	missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "apt: installing$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
+# The preflight runs first (seconds): it stops on what would fail later and removes a half-made venv.
 $(INSTALLED): pyproject.toml
+	@$(DOCTOR) --quiet --repair
 	@$(MAKE) --no-print-directory apt
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -29,6 +39,16 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 install: $(INSTALLED)
+
+# locust in a venv of its own (the `loadtest` extra: the client + locust, no server; see pyproject.toml).
+$(LOAD_INSTALLED): pyproject.toml
+	@$(DOCTOR) --venv $(LOAD_VENV) --quiet --repair
+	@[ -x $(LOAD_VENV)/bin/python ] || $(PYTHON) -m venv $(LOAD_VENV)
+	$(LOAD_VENV)/bin/pip install -q --upgrade pip
+	$(LOAD_VENV)/bin/pip install -q -e '.[loadtest]'
+	@touch $@
+
+loadtest: $(LOAD_INSTALLED)
 
 tools: install
 	@if [ -f deploy/tools.sh ]; then bash deploy/tools.sh; fi
@@ -39,7 +59,9 @@ build: install
 render: install
 	$(BIN)/trimodal render
 
-run: build
+run:
+	@$(DOCTOR) --quiet --ports 8000,8001,8002
+	@$(MAKE) --no-print-directory build
 	$(BIN)/trimodal serve --demo
 
 serve: build
@@ -55,7 +77,7 @@ unit: install
 integration: build
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-test: build tools lint
+test: build loadtest tools lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: build

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${1:-2}; USERS=${2:-32}; DURATION=${3:-60s}; HOST=${4:-${TRIMODAL_URL:-127.0.0.1:8001}}
-LOCUST=${LOCUST:-.venv/bin/locust}
+LOCUST=${LOCUST:-.venv-load/bin/locust}  # make loadtest: locust in a venv of its own
 mkdir -p build/locust
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }

@@ -12,6 +12,8 @@ Settings (flag, then environment, then default):
     --deadline-s / TRIMODAL_DEADLINE_S  deadline of every call, seconds                    5
     --samples / TRIMODAL_SAMPLES   distinct requests drawn from the test split               512
     TRIMODAL_BUILD_DIR             folder holding data/test.npz                              <project>/build
+    --samples-dir / TRIMODAL_SAMPLES_DIR  used when there is no test split (a remote server, no local build):
+                                   the bundled samples (clients/samples, shipped in the locust image)
     TRIMODAL_SPEC                  pipeline.yaml (class names)                               <project>/pipeline.yaml
 
     locust -f benchmarks/locustfile.py --headless -u 16 -r 16 -t 60s --host 127.0.0.1:8001
@@ -31,6 +33,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
@@ -40,8 +43,10 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 from trimodal import contract  # noqa: E402
 from trimodal.bench.workload import (  # noqa: E402
     DEFAULT_MIX,
+    build_workload,
     check_label,
     check_probabilities,
+    load_sample_folder,
     load_workload,
     parse_label_entry,
     parse_mix,
@@ -68,18 +73,31 @@ def _add_arguments(parser) -> None:
     parser.add_argument(
         "--samples", type=int, env_var="TRIMODAL_SAMPLES", default=512, help="Distinct requests to draw."
     )
+    parser.add_argument(
+        "--samples-dir", type=str, env_var="TRIMODAL_SAMPLES_DIR", default=str(Layout.default().samples),
+        help="Bundled samples used when there is no local build (its test split) to draw from.",
+    )  # fmt: skip
 
 
 _CACHE: dict[tuple[str, int], list] = {}
 _CLASSES: list[str] = []
 
 
-def _workload(mix_text: str, count: int) -> list:
-    """Requests for this mix (built once per process, deterministic, shared by every user)."""
+def _workload(mix_text: str, count: int, samples_dir: str) -> list:
+    """Requests for this mix (built once per process, deterministic, shared by every user).
+
+    From the test split of the local build when there is one, else from the bundled samples (a remote server).
+    """
     key = (mix_text, count)
     if key not in _CACHE:
         build_dir = Layout.default().build.root  # TRIMODAL_BUILD_DIR, else <project>/build
-        _CACHE[key] = load_workload(build_dir, parse_mix(mix_text), count, seed=0)
+        mix = parse_mix(mix_text)
+        if (build_dir / "data").is_dir():
+            _CACHE[key] = load_workload(build_dir, mix, count, seed=0)
+        else:
+            LOGGER.warning("no test split in %s: drawing the workload from the samples in %s", build_dir, samples_dir)
+            folder = load_sample_folder(Path(samples_dir), load_spec().classes)
+            _CACHE[key] = build_workload(folder, mix, count, seed=0)
     return _CACHE[key]
 
 
@@ -101,7 +119,10 @@ class TritonUser(User):
         mix_text = getattr(options, "mix", None) or os.environ.get("TRIMODAL_MIX", DEFAULT_MIX)
         self.deadline_s = float(getattr(options, "deadline_s", None) or os.environ.get("TRIMODAL_DEADLINE_S", 5.0))
         count = int(getattr(options, "samples", None) or os.environ.get("TRIMODAL_SAMPLES", 512))
-        items = _workload(mix_text, count)
+        samples_dir = getattr(options, "samples_dir", None) or os.environ.get(
+            "TRIMODAL_SAMPLES_DIR", str(Layout.default().samples)
+        )
+        items = _workload(mix_text, count, samples_dir)
         self.by_subset: dict[str, list] = {}
         for item in items:
             self.by_subset.setdefault(item.subset, []).append(item)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,7 +54,7 @@ def load_samples(folder: Path) -> list[tuple[str, dict[str, bytes]]]:
 async def main() -> int:
     """Classify every bundled sample `--repeat` times with bounded concurrency."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="127.0.0.1:8001")
+    parser.add_argument("--url", default=os.environ.get("TRIMODAL_URL", "127.0.0.1:8001"), help="gRPC host:port")
     parser.add_argument("--samples", type=Path, default=Path(__file__).parent / "samples")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=10)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ def _tensor(name: str, payload: bytes) -> grpcclient.InferInput:
 def main() -> int:
     """Send every bundled sample over one stream and print the labels as they arrive."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="127.0.0.1:8001")
+    parser.add_argument("--url", default=os.environ.get("TRIMODAL_URL", "127.0.0.1:8001"), help="gRPC host:port")
     parser.add_argument("--samples", type=Path, default=Path(__file__).parent / "samples")
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline of the whole stream, seconds")
     args = parser.parse_args()

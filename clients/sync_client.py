@@ -1,7 +1,8 @@
-"""Minimal synchronous gRPC client of the `multimodal` ensemble, with only tritonclient + numpy.
+r"""Minimal synchronous gRPC client of the `multimodal` ensemble, with only tritonclient + numpy.
 
 Copy this file into your project:  pip install 'tritonclient[grpc]' numpy
-    python clients/sync_client.py --image clients/samples/sample0_zero.png --text "zero" --audio x.wav
+    python clients/sync_client.py --text "one" \
+        --image clients/samples/sample0_one.png --audio clients/samples/sample0_one.wav
 Any modality may be left out: it is sent as an empty element, which the server treats as absent.
 With --modalities it also asks what each present modality says and whether they conflict.
 """
@@ -9,6 +10,7 @@ With --modalities it also asks what each present modality says and whether they 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -28,7 +30,7 @@ def bytes_tensor(name: str, payload: bytes) -> grpcclient.InferInput:
 def main() -> int:
     """Classify one sample and print the top labels."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="127.0.0.1:8001")
+    parser.add_argument("--url", default=os.environ.get("TRIMODAL_URL", "127.0.0.1:8001"), help="gRPC host:port")
     parser.add_argument("--image", type=Path)
     parser.add_argument("--text", default="")
     parser.add_argument("--audio", type=Path)

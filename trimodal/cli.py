@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import Enum
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +33,24 @@ from trimodal.options import (
 )
 
 LOGGER = logging.getLogger("trimodal")
+
+
+class Target(str, Enum):
+    """Where the built artifacts run: `trimodal build` makes the CPU ones; GPU plans come from build-engines."""
+
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class Precision(str, Enum):
+    """TensorRT engine precision (the graph that is built: fp32 as exported, fp16 casts, int8 Q/DQ)."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 
 
 class CleanErrors(TyperGroup):
@@ -78,6 +97,7 @@ def render(
     spec: SpecOption = None,
     repository: RepoOption = None,
     check: Annotated[bool, typer.Option("--check", help="Only report configs that differ from a render.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Render model_repository/ configs from pipeline.yaml (protobuf -> text_format)."""
     from trimodal.spec import load_spec
@@ -88,12 +108,21 @@ def render(
     loaded = load_spec(layout.spec)
     if check:
         stale = stale_files(loaded, layout.repository.root)
-        if stale:
+        if as_json:
+            typer.echo(json.dumps({"repository": str(layout.repository.root), "up_to_date": not stale,
+                                   "stale": [str(path) for path in stale]}))  # fmt: skip
+        elif stale:
             typer.echo("stale: " + ", ".join(map(str, stale)) + " (run `trimodal render`)")
+        else:
+            typer.echo("model repository is up to date")
+        if stale:
             raise typer.Exit(code=1)
-        typer.echo("model repository is up to date")
         return
-    for path in render_repo(loaded, layout.repository.root):
+    written = render_repo(loaded, layout.repository.root)
+    if as_json:
+        typer.echo(json.dumps({"repository": str(layout.repository.root), "written": [str(p) for p in written]}))
+        return
+    for path in written:
         typer.echo(f"wrote {path}")
 
 
@@ -103,7 +132,9 @@ def build(
     build_dir: BuildDirOption = None,
     repository: RepoOption = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild every step.")] = False,
-    target: Annotated[str, typer.Option(hidden=True, help="Removed: only cpu is accepted.")] = "cpu",
+    target: Annotated[
+        Target, typer.Option(help="cpu (the only one built here); GPU plans come from `trimodal build-engines`.")
+    ] = Target.cpu,
 ) -> None:
     """Build the dataset, train, export the ONNX graphs and fill the model repository (CPU; needs the build extra).
 
@@ -112,9 +143,9 @@ def build(
     from trimodal.spec import load_spec
     from trimodal.training.build import build_cpu
 
-    if target != "cpu":
+    if target is not Target.cpu:
         raise TrimodalError(
-            f"--target {target}: `trimodal build` only builds the CPU artifacts now; build TensorRT plans from the "
+            f"--target {target.value}: `trimodal build` only builds the CPU artifacts; build TensorRT plans from the "
             "repository's graphs with `trimodal build-engines` where TensorRT is (deploy/GPU.md)"
         )
     layout = Layout.default(build_dir=build_dir, repository=repository, spec=spec)
@@ -135,7 +166,7 @@ def build_engines(
     spec: SpecOption = None,
     repository: RepoOption = None,
     build_dir: GraphDirOption = None,
-    precision: Annotated[str | None, typer.Option(help="fp32, fp16 or int8 (default: pipeline.yaml's).")] = None,
+    precision: Annotated[Precision | None, typer.Option(help="Engine precision (default: pipeline.yaml's).")] = None,
     workspace: Annotated[int | None, typer.Option(help="TensorRT workspace, MiB (default: pipeline.yaml's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild plans that are up to date.")] = False,
     cache_dir: Annotated[
@@ -150,7 +181,8 @@ def build_engines(
     layout = Layout.default(repository=repository, spec=spec)
     loaded = load_spec(layout.spec)
     check_spec_matches_repository(loaded, layout.repository.root, layout.spec)
-    built = build_all(loaded, layout.repository.root, build_dir=build_dir, cache_dir=cache_dir, precision=precision,
+    built = build_all(loaded, layout.repository.root, build_dir=build_dir, cache_dir=cache_dir,
+                      precision=precision.value if precision else None,
                       workspace=workspace, force=force)  # fmt: skip
     for meta in built:
         layers = meta.layer_precisions.summary() if meta.layer_precisions else "no layer summary"
@@ -172,6 +204,7 @@ def check(
     repository: RepoOption = None,
     accuracy: Annotated[bool, typer.Option(help="Also compare engine outputs with ONNX Runtime (GPU).")] = True,
     samples: Annotated[int, typer.Option(help="Test samples for the accuracy check.")] = 500,
+    as_json: JsonOption = False,
 ) -> None:
     """GPU pre-flight: TensorRT plans vs running TensorRT/GPU vs config.pbtxt, then engine accuracy."""
     from trimodal.spec import load_spec
@@ -183,23 +216,41 @@ def check(
     build = _check_build_dir(build_dir)
     onnx_dir = None if build is None else build / "onnx"
     problems = check_engines(loaded, layout.repository.root, onnx_dir=onnx_dir)
-    for problem in problems:
-        typer.echo(f"{problem.severity}: {problem.model}: {problem.message}")
+    result: dict[str, Any] = {
+        "repository": str(layout.repository.root),
+        "problems": [{"severity": p.severity, "model": p.model, "message": p.message,
+                      "path": None if p.path is None else str(p.path)} for p in problems],
+        "engines_ok": not errors(problems), "accuracy": None, "accuracy_skipped": None,
+    }  # fmt: skip
+
+    def finish(ok: bool) -> None:
+        if as_json:
+            typer.echo(json.dumps(result))
+        if not ok:
+            raise typer.Exit(code=1)
+
+    if not as_json:
+        for problem in problems:
+            typer.echo(f"{problem.severity}: {problem.model}: {problem.message}")
     if errors(problems):
-        raise typer.Exit(code=1)
-    typer.echo(f"engines in {layout.repository.root} match the running TensorRT, the GPU and the configs")
-    if not accuracy:
-        return
-    reason = unavailable_reason()
+        finish(False)
+    if not as_json:
+        typer.echo(f"engines in {layout.repository.root} match the running TensorRT, the GPU and the configs")
+    reason = "--no-accuracy" if not accuracy else unavailable_reason()
     if reason is None and build is None:
         reason = "it needs the dataset: pass --build-dir with the build folder (build/data)"
     if reason is not None:
-        typer.echo(f"accuracy check skipped: {reason}")
+        result["accuracy_skipped"] = reason
+        if accuracy and not as_json:
+            typer.echo(f"accuracy check skipped: {reason}")
+        finish(True)
         return
     report = verify_accuracy(loaded, layout.repository.root, build, samples=samples)
-    typer.echo(report.summary())
-    if not report.passed:
-        raise typer.Exit(code=1)
+    result["accuracy"] = {"passed": report.passed, "summary": report.summary(), "precision": report.precision,
+                          "top1_agreement": report.top1_agreement, "max_prob_diff": report.max_prob_diff}  # fmt: skip
+    if not as_json:
+        typer.echo(report.summary())
+    finish(report.passed)
 
 
 @app.command()
@@ -214,7 +265,12 @@ def serve(
     demo: Annotated[bool, typer.Option(help="Classify the bundled samples once ready.")] = False,
     supervise: Annotated[bool, typer.Option(help="Restart the server when a model stops being ready.")] = True,
     admin_key: Annotated[
-        str | None, typer.Option(envvar="TRIMODAL_ADMIN_KEY", help="Key for the restricted admin APIs.")
+        str | None,
+        typer.Option(
+            envvar="TRIMODAL_ADMIN_KEY",
+            help="Key for the restricted admin APIs: HTTP header 'admin-key', gRPC metadata "
+            "'triton-grpc-protocol-admin-key' (default: random, written to build/triton/admin-key).",
+        ),
     ] = None,
 ) -> None:
     """Start tritonserver in the foreground until Ctrl-C / SIGTERM (self-healing unless --no-supervise)."""
@@ -307,6 +363,20 @@ def _infer_payload(result: Any) -> dict[str, Any]:
             "probabilities": [float(p) for p in result.probabilities], "modalities": modalities,
             "agreement": result.agreement, "conflict_score": result.conflict_score, "conflict": result.conflict,
             "explanation": result.explain()}  # fmt: skip
+
+
+@app.command()
+def protoset(
+    out: Annotated[Path, typer.Argument(help="File to write (e.g. build/triton.protoset).")],
+) -> None:
+    """Write Triton's gRPC API (grpc_service.proto + model_config.proto) as a descriptor set for non-Python clients.
+
+    grpcurl takes it with -protoset, Node's @grpc/proto-loader with loadFileDescriptorSetFromBuffer
+    (clients/node/infer.js).
+    """
+    from trimodal.protoset import write_descriptor_set
+
+    typer.echo(f"wrote {write_descriptor_set(out)}")
 
 
 @app.command()

@@ -40,9 +40,11 @@ def test_bench_machinery_end_to_end(server, spec, test_split, tmp_path: Path) ->
         pytest.skip(f"perf_analyzer unavailable: {exc}")
     input_json = perf.write_input_data(items, tmp_path / "input.json")
     level = perf.run_level(url, input_json, tmp_path / "perf", "triton", "concurrency", 2, measurement_ms=1500,
-                           instances=instances, env=env, binary=binary, http_url=server.config.http_url,
-                           admin_key=getattr(server, "admin_key", None))  # fmt: skip
-    assert level.throughput > 0 and level.p99_ms > 0, (tmp_path / "perf" / "triton_concurrency_2.log").read_text()
+                           instances=instances, env=env, binary=binary)  # fmt: skip
+    log = (tmp_path / "perf" / "triton_concurrency_2.log").read_text()
+    assert level.throughput > 0 and level.p99_ms > 0, log
+    assert perf._command(binary, url, input_json, tmp_path / "x.csv", "concurrency", 2, 1500)[3:7] == [
+        "-u", url, "-i", "grpc"], "perf_analyzer runs over gRPC, without the admin key"  # fmt: skip
     assert level.breakdown["fusion_classifier"]["requests"] > 0
     results.perf.append(level)
 

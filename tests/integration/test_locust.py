@@ -3,7 +3,6 @@
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,26 @@ pytestmark = pytest.mark.integration
 LOCUSTFILE = Layout.default().root / "benchmarks" / "locustfile.py"
 
 
-def _locust(host: str, seconds: int, out: Path, *extra: str) -> tuple[int, dict[str, dict[str, str]], str]:
+# locust lives in a venv of its own (`make loadtest`: the `loadtest` extra, no server, a current locust).
+LOCUST = Path(os.environ.get("TRIMODAL_LOCUST", Layout.default().root / ".venv-load" / "bin" / "locust"))
+LOG: dict[str, str] = {}
+
+
+def _locust(
+    host: str, seconds: int, out: Path, *extra: str, build_dir: Path | None = None
+) -> tuple[int, dict[str, dict[str, str]], str]:
     """Run locust headless; return its exit code, the stats rows by name, and the failures CSV text."""
-    locust = Path(sys.executable).parent / "locust"
-    if not locust.exists():
-        pytest.skip("locust is not installed: pip install -e '.[bench]'")
-    env = {**os.environ, "TRIMODAL_BUILD_DIR": str(Layout.default().build.root)}
+    if not LOCUST.exists():
+        pytest.skip(f"{LOCUST} is missing: `make loadtest` installs locust in its own venv")
+    env = {**os.environ, "TRIMODAL_BUILD_DIR": str(build_dir or Layout.default().build.root)}
     env.pop("TRIMODAL_URL", None)
-    command = [str(locust), "-f", str(LOCUSTFILE), "--headless", "-u", "4", "-r", "4", "-t", f"{seconds}s",
+    command = [str(LOCUST), "-f", str(LOCUSTFILE), "--headless", "-u", "4", "-r", "4", "-t", f"{seconds}s",
                "--host", host, "--csv", str(out), "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING",
                *extra]  # fmt: skip
     completed = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=seconds + 90, check=False, stdin=subprocess.DEVNULL
     )
+    LOG[str(out)] = completed.stdout + completed.stderr
     stats_path = Path(f"{out}_stats.csv")
     assert stats_path.exists(), f"locust wrote no stats (exit {completed.returncode}):\n{completed.stderr[-3000:]}"
     with stats_path.open(newline="") as handle:
@@ -49,9 +55,22 @@ def _own_server(work: Path):
     return TritonServer(config)
 
 
+def test_locust_is_current_and_apart_from_the_server() -> None:
+    if not LOCUST.exists():
+        pytest.skip(f"{LOCUST} is missing: `make loadtest`")
+    version = subprocess.run([str(LOCUST), "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("locust 2.47.0"), version
+    python = LOCUST.parent / "python"
+    probe = "import importlib.util as u; print(u.find_spec('pytriton') is None)"
+    assert subprocess.run([str(python), "-c", probe], capture_output=True, text=True).stdout.strip() == "True"
+
+
 def test_smoke_run_has_no_failures(tmp_path: Path) -> None:
+    """Against a server as a remote user would: no local build (no test split), the bundled samples instead."""
     with _own_server(tmp_path / "triton").start(timeout_s=240) as server:
-        code, rows, failures = _locust(server.config.grpc_url, 15, tmp_path / "ok", "--deadline-s", "20")
+        code, rows, failures = _locust(server.config.grpc_url, 15, tmp_path / "ok", "--deadline-s", "20",
+                                       build_dir=tmp_path / "no-build")  # fmt: skip
+    assert "drawing the workload from the samples" in LOG[str(tmp_path / "ok")]
     total = rows["Aggregated"]
     requests, failed = int(total["Request Count"]), int(total["Failure Count"])
     assert requests > 0, "no request was made"

@@ -73,8 +73,9 @@ def test_restricted_grpc_apis_need_the_key(restricted) -> None:
     client = grpcclient.InferenceServerClient(restricted.config.grpc_url)
     np.testing.assert_allclose(_echo(client), [[2, 4]])  # inference stays open
     assert client.is_server_ready()
+    # model-config read is open (perf_analyzer over gRPC, Model Analyzer, tritonclient need it): no key
+    assert client.get_model_config("echo", as_json=True)["config"]["name"] == "echo"
     for call in (
-        lambda **kw: client.get_model_config("echo", **kw),
         lambda **kw: client.get_model_repository_index(**kw),
         lambda **kw: client.get_system_shared_memory_status(**kw),
         lambda **kw: client.get_log_settings(**kw),
@@ -85,14 +86,16 @@ def test_restricted_grpc_apis_need_the_key(restricted) -> None:
         assert "This protocol is restricted" in info.value.message(), info.value
         call(headers={GRPC_ADMIN_HEADER: KEY})  # the key unlocks it
     with pytest.raises(InferenceServerException):
-        client.get_model_config("echo", headers={GRPC_ADMIN_HEADER: "wrong"})
+        client.get_model_repository_index(headers={GRPC_ADMIN_HEADER: "wrong"})
 
 
 def test_restricted_http_apis_need_the_key(restricted) -> None:
     base = restricted.config.http_url
-    assert _http(f"{base}/v2/models/echo/config") == 403
-    assert _http(f"{base}/v2/models/echo/config", {ADMIN_HEADER: KEY}) == 200
+    assert _http(f"{base}/v2/models/echo/config") == 200  # read-only config stays open (deploy/SECURITY.md)
     assert _http(f"{base}/v2/repository/index", data=b"{}") == 403
+    assert _http(f"{base}/v2/repository/index", {ADMIN_HEADER: KEY}, data=b"{}") == 200
+    assert _http(f"{base}/v2/logging") == 403
+    assert _http(f"{base}/v2/trace/setting") == 403
     assert _http(f"{base}/v2/repository/models/echo/unload", data=b"{}") == 403
     assert _http(f"{base}/v2/systemsharedmemory/status") == 403
     assert _http(f"{base}/v2/models/echo") == 200  # metadata stays open

@@ -6,6 +6,7 @@ level. Each command maps :class:`~trimodal.errors.TrimodalError` to ``error: ...
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
@@ -74,6 +75,7 @@ def plan(
     results: Annotated[Path | None, typer.Option(help="Results folder (default: the newest one).")] = None,
     headroom: Annotated[float, typer.Option(help="Fraction of measured capacity to plan with.")] = 0.8,
     utilization: Annotated[float, typer.Option(help="Target busy fraction per model instance.")] = 0.7,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
 ) -> None:
     """Replicas and per-model instance counts for a target load under a p99 target, with the arithmetic."""
     from trimodal.bench.plan import latest_results, plan_from_folder
@@ -81,6 +83,16 @@ def plan(
     with clean_errors():
         folder = results or latest_results(Layout.default().results)
         answer = plan_from_folder(folder, rps, p99_ms, headroom, utilization)
+    if as_json:
+        level = answer.level
+        typer.echo(json.dumps({
+            "results": str(folder), "rps": rps, "p99_ms": p99_ms, "replicas": answer.replicas,
+            "capacity_rps": answer.capacity_rps, "instances": dict(sorted(answer.instances.items())),
+            "level": {"baseline": level.baseline, "concurrency": level.concurrency, "throughput": level.throughput,
+                      "p99_ms": level.p99_ms},
+            "arithmetic": answer.lines,
+        }))  # fmt: skip
+        return
     typer.echo(f"results folder: {folder}")
     for line in answer.lines:
         typer.echo(line)

@@ -210,13 +210,9 @@ def _run(command: list[str], env: dict[str, str], timeout_s: float) -> tuple[str
 
 def _command(
     binary: Path, url: str, input_json: Path, csv_path: Path, mode: str, level: float, measurement_ms: int,
-    http_url: str | None, admin_key: str | None,
 ) -> list[str]:  # fmt: skip
-    """The perf_analyzer command line of one level."""
-    if admin_key and http_url:
-        target = ["-u", http_url.removeprefix("http://"), "-i", "http", "-H", f"admin-key:{admin_key}"]
-    else:
-        target = ["-u", url, "-i", "grpc"]
+    """The perf_analyzer command line of one level, over gRPC (the model-config read it needs is open)."""
+    target = ["-u", url, "-i", "grpc"]
     command = [
         str(binary), "-m", contract.ENSEMBLE, *target, "--input-data", str(input_json),
         "-p", str(measurement_ms), "-s", "25" if mode == "concurrency" else "60",
@@ -264,15 +260,14 @@ def _level_result(csv_path: Path, output: str, code: int, baseline: str, mode: s
 def run_level(
     url: str, input_json: Path, out_dir: Path, baseline: str, mode: str, level: float, *, measurement_ms: int,
     instances: dict[str, int], env: dict[str, str], binary: Path, timeout_s: float = 240.0,
-    http_url: str | None = None, admin_key: str | None = None,
 ) -> LevelResult:  # fmt: skip
     """One perf_analyzer measurement (a concurrency or a Poisson request rate) against the ensemble.
 
-    perf_analyzer reads the model config, which the server restricts to clients sending the admin key; its gRPC
-    client cannot send headers (``-H`` is HTTP only), so with ``admin_key`` it talks HTTP to ``http_url``.
+    perf_analyzer talks gRPC, like every client of the deployment: it reads the ensemble's model config first,
+    which the server leaves open (deploy/SECURITY.md; perf_analyzer's gRPC client cannot send the admin key).
 
     Args:
-        url: Triton gRPC ``host:port`` (statistics snapshots; perf_analyzer too when no admin key is needed).
+        url: Triton gRPC ``host:port`` (perf_analyzer and the statistics snapshots).
         input_json: from :func:`write_input_data`.
         out_dir: where the CSV and the log go.
         baseline: name for the result.
@@ -283,20 +278,18 @@ def run_level(
         env: from :func:`perf_env`.
         binary: perf_analyzer.
         timeout_s: kill perf_analyzer after this long.
-        http_url: Triton HTTP ``host:port`` (used with ``admin_key``).
-        admin_key: the server's admin key (header ``admin-key``), if its model-config API is restricted.
 
     Returns:
         The level result with the statistics-API breakdown; NaN latencies if perf_analyzer failed.
     """
     tag = f"{baseline}_{mode}_{level:g}"
     csv_path, log_path = out_dir / f"{tag}.csv", out_dir / f"{tag}.log"
-    command = _command(binary, url, input_json, csv_path, mode, level, measurement_ms, http_url, admin_key)
+    command = _command(binary, url, input_json, csv_path, mode, level, measurement_ms)
     before = snapshot(url)
     output, code = _measure(command, env, timeout_s, tag)
     after = snapshot(url)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log_path.write_text(output[-6000:].replace(admin_key or "\0", "<admin-key>"), encoding="utf-8")
+    log_path.write_text(output[-6000:], encoding="utf-8")
     result = _level_result(csv_path, output, code, baseline, mode, level)
     result.breakdown = breakdown(before, after, instances)
     LOGGER.info(
@@ -317,16 +310,13 @@ class PerfRunner:
     instances: dict[str, int]
     env: dict[str, str]
     binary: Path
-    http_url: str | None = None
-    admin_key: str | None = None
     baseline: str = "triton"
 
     def level(self, mode: str, level: float) -> LevelResult:
         """:func:`run_level` of ``mode`` (``concurrency`` or ``rate``) at ``level``."""
         return run_level(
             self.url, self.input_json, self.out_dir, self.baseline, mode, level, measurement_ms=self.measurement_ms,
-            instances=self.instances, env=self.env, binary=self.binary, http_url=self.http_url,
-            admin_key=self.admin_key,
+            instances=self.instances, env=self.env, binary=self.binary,
         )  # fmt: skip
 
 
@@ -345,8 +335,6 @@ def _levels(concurrency: str, rates: str) -> list[tuple[str, float]]:
 @cli.command()
 def main(
     url: UrlOption = DEFAULT_URL,
-    http_url: Annotated[str, typer.Option(help="HTTP host:port (used with --admin-key).")] = "127.0.0.1:8000",
-    admin_key: Annotated[str | None, typer.Option(envvar="TRIMODAL_ADMIN_KEY", help="The server's admin key.")] = None,
     concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,4,16,32",
     rates: Annotated[str, typer.Option(help="Poisson request rates (req/s), comma-separated.")] = "",
     window_ms: Annotated[int, typer.Option(help="Measurement window, milliseconds.")] = 5000,
@@ -369,7 +357,7 @@ def main(
         items = load_workload(build.root, parse_mix(mix), samples)
         runner = PerfRunner(
             url=url, input_json=write_input_data(items, folder / "input_data.json"), out_dir=folder,
-            measurement_ms=window_ms, instances={}, env=env, binary=binary, http_url=http_url, admin_key=admin_key,
+            measurement_ms=window_ms, instances={}, env=env, binary=binary,
         )  # fmt: skip
         for mode, level in _levels(concurrency, rates):
             runner.level(mode, level)

@@ -237,6 +237,40 @@ STAGES: dict[str, Callable[[BenchRun], None]] = {
     "triton": run_triton_stage,
 }
 
+# Seconds to start a server (Triton or the FastAPI baseline) and warm it, seen on 2 cores; only for the ETA.
+SERVER_START_S = 20.0
+TUNING_PROBE_LEVELS = 2  # concurrency levels each tuning variant is measured at (about)
+
+
+def stage_estimates(settings: BenchSettings) -> dict[str, float]:
+    """Planned seconds of each requested stage, from the settings (what the progress line's ETA starts from)."""
+    level = settings.warmup_s + settings.duration_s
+    sweep = len(settings.concurrencies) * level
+    planned = {"inprocess": sweep, "naive": sweep + SERVER_START_S, "triton_nobatch": sweep + SERVER_START_S,
+               "triton": sweep + SERVER_START_S}  # fmt: skip
+    if settings.perf:  # perf_analyzer: about three measurement windows per level
+        levels = len(settings.pa_concurrencies) + len(settings.rates)
+        planned["triton"] += levels * 3 * settings.pa_window_ms / 1000
+    if settings.tune:
+        planned["triton"] += len(TUNING) * (SERVER_START_S + TUNING_PROBE_LEVELS * level)
+    return {name: planned[name] for name in STAGES if name in settings.baselines}
+
+
+def eta_s(planned: dict[str, float], done: Sequence[str], elapsed_s: float) -> float:
+    """Seconds left: the planned seconds of the stages not done, scaled by how far off the plan the done ones ran."""
+    planned_done = sum(planned[name] for name in done)
+    left = sum(seconds for name, seconds in planned.items() if name not in done)
+    pace = elapsed_s / planned_done if planned_done > 0 and elapsed_s > 0 else 1.0
+    return left * pace
+
+
+def log_progress(planned: dict[str, float], done: Sequence[str], elapsed_s: float) -> str:
+    """Log (and return) the progress line: stages done, elapsed, ETA."""
+    line = (f"bench: {len(done)}/{len(planned)} stages done ({', '.join(done) or 'none yet'}), {elapsed_s:.0f} s "
+            f"elapsed, about {eta_s(planned, done, elapsed_s):.0f} s left")  # fmt: skip
+    LOGGER.info("%s", line)
+    return line
+
 
 # ---------------------------------------------------------------------------------------------------------
 # perf_analyzer and the serving variants
@@ -277,8 +311,7 @@ def perf_sweeps(run: BenchRun, server: Any, levels: Sequence[LevelResult]) -> li
     binary, env = tool
     runner = PerfRunner(
         url=server.config.grpc_url, input_json=input_json, out_dir=s.out / PERF_DIR, measurement_ms=s.pa_window_ms,
-        instances=run.instances(), env=env, binary=binary, http_url=server.config.http_url,
-        admin_key=getattr(server, "admin_key", None),
+        instances=run.instances(), env=env, binary=binary,
     )  # fmt: skip
     try:
         found = [runner.level("concurrency", concurrency) for concurrency in s.pa_concurrencies]
@@ -370,9 +403,15 @@ def run_bench(settings: BenchSettings) -> Path:
     settings.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="trimodal-bench-") as tmp:
         run = BenchRun(settings, spec, items, Path(tmp), BenchResults(meta=_meta(settings, spec, items)))
+        planned = stage_estimates(settings)
+        done: list[str] = []
+        log_progress(planned, done, 0.0)
         for name in BASELINES:
             if name in settings.baselines:
+                LOGGER.info("bench: stage %d/%d: %s", len(done) + 1, len(planned), name)
                 STAGES[name](run)
+                done.append(name)
+                log_progress(planned, done, time.monotonic() - run.started)
     run.results.meta.load_after = os.getloadavg()[0]
     run.save()
     report = write_report(settings.out, BenchResults.load(settings.out))

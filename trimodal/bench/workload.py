@@ -208,3 +208,41 @@ def parse_label_entry(entry: object) -> tuple[float, int, str]:
         return float(parts[0]), int(parts[1]), parts[2] if len(parts) > 2 else parts[1]
     except (ValueError, IndexError):
         raise BenchError(f"LABEL entry {text!r} is not 'score:index:name'") from None
+
+
+@dataclass(frozen=True)
+class SampleFolder:
+    """A split read from a folder of bundled samples, for load tests of a remote server without a local build.
+
+    ``clients/samples`` holds one JSON file per sample naming its image, text and audio files and its label.
+    """
+
+    images: list[bytes]
+    texts: list[str]
+    audio: list[bytes]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_sample_folder(folder: Path, classes: Sequence[str]) -> SampleFolder:
+    """Read every ``*.json`` sample of ``folder`` (see :class:`SampleFolder`).
+
+    Raises:
+        BenchError: if the folder holds no sample or a sample's label is not one of ``classes``.
+    """
+    import json
+
+    images, texts, audio, labels = [], [], [], []
+    for meta in sorted(Path(folder).glob("*.json")):
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        if info.get("label") not in classes:
+            raise BenchError(f"{meta}: label {info.get('label')!r} is not one of {list(classes)}")
+        images.append((meta.parent / info["image"]).read_bytes())
+        texts.append((meta.parent / info["text"]).read_text(encoding="utf-8"))
+        audio.append((meta.parent / info["audio"]).read_bytes())
+        labels.append(list(classes).index(info["label"]))
+    if not labels:
+        raise BenchError(f"no samples (*.json) in {folder}")
+    return SampleFolder(images, texts, audio, labels)

@@ -45,8 +45,11 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")
-# APIs that need the admin key (header ADMIN_HEADER); inference, health, metadata and statistics stay open.
-RESTRICTED_APIS: tuple[str, ...] = ("model-repository", "shared-memory", "model-config", "logging", "trace")
+# APIs that need the admin key (header ADMIN_HEADER): whatever changes the server (loading models, shared-memory
+# regions, log and trace settings). Inference, health, metadata, statistics and model-config READ stay open:
+# perf_analyzer over gRPC (it cannot send headers there), Model Analyzer and tritonclient's get_model_config need
+# the config, and it holds nothing the committed model_repository/*.pbtxt does not (deploy/SECURITY.md).
+RESTRICTED_APIS: tuple[str, ...] = ("model-repository", "shared-memory", "logging", "trace")
 ADMIN_HEADER = "admin-key"  # the HTTP header; gRPC clients send it as GRPC_ADMIN_HEADER metadata
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 
