@@ -287,7 +287,8 @@ def test_restricted_apis_and_control_mode(variant: str) -> None:
         value = flag(c["args"], name)
         assert value is not None, name
         apis, key = value.split(":", 1)
-        assert set(apis.split(",")) >= {"model-repository", "shared-memory", "model-config", "logging", "trace"}
+        assert set(apis.split(",")) >= {"model-repository", "shared-memory", "logging", "trace"}
+        assert "model-config" not in apis.split(","), "model-config read stays open (deploy/SECURITY.md)"
         assert key == f"{header}=$(TRITON_ADMIN_KEY)"
     assert flag(c["args"], "model-control-mode") == "none"
     env = {e["name"]: e for e in c["env"]}
