@@ -29,6 +29,11 @@ CONFIG_FILE = "config.pbtxt"
 VERSION = "1"
 
 
+def onnx_filename(precision: str = "fp32") -> str:
+    """A model's graph file name at ``precision``: ``model.onnx`` (fp32) or ``model.<precision>.onnx``."""
+    return ONNX_FILE if precision == "fp32" else f"model.{precision}.onnx"
+
+
 def _checkout_root() -> Path | None:
     candidate = Path(__file__).resolve().parent.parent
     return candidate if (candidate / SPEC_FILE).is_file() else None
@@ -100,9 +105,9 @@ class BuildLayout:
         """Shared libraries for tools (perf_analyzer's libb64 when apt is not available)."""
         return self.tools / "lib"
 
-    def onnx_file(self, model: str) -> Path:
-        """The exported graph of one model."""
-        return self.onnx / f"{model}.onnx"
+    def onnx_file(self, model: str, precision: str = "fp32") -> Path:
+        """One model's graph at one precision: ``<model>.onnx`` (fp32), ``<model>.fp16.onnx``, ``<model>.int8.onnx``."""
+        return self.onnx / (f"{model}.onnx" if precision == "fp32" else f"{model}.{precision}.onnx")
 
     def checkpoint(self, name: str) -> Path:
         """A checkpoint file, e.g. ``image_encoder`` or ``fusion_attention``."""
@@ -129,8 +134,7 @@ class RepositoryLayout:
         fp16 graphs compute in half precision with fp32 inputs/outputs; int8 graphs carry Q/DQ nodes. The CPU
         target serves one of them with ONNX Runtime; the GPU target builds TensorRT plans from them.
         """
-        name = ONNX_FILE if precision == "fp32" else f"model.{precision}.onnx"
-        return self.version_dir(model) / name
+        return self.version_dir(model) / onnx_filename(precision)
 
     @property
     def tokenizer(self) -> Path:

@@ -16,13 +16,16 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trimodal.contract import MODALITIES, MODEL_NAMES
+from trimodal.contract import ENCODERS, MODALITIES, MODEL_NAMES
 from trimodal.errors import SpecError
 
 LOGGER = logging.getLogger(__name__)
 
 FUSION_STRATEGIES: tuple[str, ...] = ("concat", "weighted", "attention")
 Strategy = Literal["concat", "weighted", "attention"]
+Precision = Literal["fp32", "fp16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+TARGETS: tuple[str, ...] = ("cpu", "gpu")
 
 
 class _Strict(BaseModel):
@@ -252,6 +255,53 @@ class ServingSpec(_Strict):
         return self
 
 
+class TargetPrecision(_Strict):
+    """The precision of each ONNX model on one target: a default and per-model overrides."""
+
+    default: Precision
+    models: dict[str, Precision] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: object) -> object:
+        return {"default": value} if isinstance(value, str) else value
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(ENCODERS))
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; only the ONNX models {list(ENCODERS)} have a precision")
+        return value
+
+    def of(self, model: str) -> str:
+        """The precision of ``model`` (one of :data:`~trimodal.contract.ENCODERS`) on this target."""
+        return self.models.get(model, self.default)
+
+
+class PrecisionSpec(_Strict):
+    """Which precision graph each ONNX model serves, per target.
+
+    ``trimodal build`` writes every model at every precision (``model.onnx``, ``model.fp16.onnx``,
+    ``model.int8.onnx``); the CPU configs name the chosen graph, the GPU build makes plans from it. A plain
+    string (the older form) sets the GPU precision and leaves the CPU target at fp32.
+    """
+
+    cpu: TargetPrecision
+    gpu: TargetPrecision
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: object) -> object:
+        return {"cpu": "fp32", "gpu": value} if isinstance(value, str) else value
+
+    def of(self, model: str, target: str) -> str:
+        """The precision ``model`` is served at on ``target`` (``cpu`` or ``gpu``)."""
+        if target not in TARGETS:
+            raise ValueError(f"target {target!r}: expected one of {list(TARGETS)}")
+        return getattr(self, target).of(model)
+
+
 class LimitsSpec(_Strict):
     """Caps on what a client may send (enforced by the client, the load balancer and the preprocessors)."""
 
@@ -269,7 +319,7 @@ class PipelineSpec(_Strict):
     fusion: FusionSpec
     multitask: MultitaskSpec
     training: TrainingSpec
-    precision: Literal["fp32", "fp16", "int8"]
+    precision: PrecisionSpec
     engines: EnginesSpec
     serving: ServingSpec
     limits: LimitsSpec

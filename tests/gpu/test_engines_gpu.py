@@ -72,11 +72,11 @@ def runtime() -> RuntimeInfo:
 
 @pytest.fixture(scope="module")
 def precision(spec) -> str:
-    """pipeline.yaml's precision when the repository has its graphs, else fp32."""
-    graphs = LAYOUT.repository
-    if all(graphs.onnx_file(m, spec.precision).exists() for m in ENCODERS):
-        return spec.precision
-    print(f"no {spec.precision} graphs in {graphs.root} (issue 11 produces them): building fp32 plans")
+    """pipeline.yaml's GPU precision (of the image encoder) when the repository has its graphs, else fp32."""
+    graphs, wanted = LAYOUT.repository, spec.precision.of("image_encoder", "gpu")
+    if all(graphs.onnx_file(m, wanted).exists() for m in ENCODERS):
+        return wanted
+    print(f"no {wanted} graphs in {graphs.root}: building fp32 plans")
     return "fp32"
 
 

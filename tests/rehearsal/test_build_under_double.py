@@ -88,6 +88,7 @@ def test_a_plan_from_another_release_does_not_deserialize(repository, native_lib
 
 
 def test_missing_precision_graph_names_the_file_before_tensorrt(repository, native_libs):
+    RepositoryLayout(repository).onnx_file("image_encoder", "int8").unlink(missing_ok=True)  # `trimodal build` makes it
     result = trimodal("build-engines", "--repository", str(repository), "--precision", "int8",
                       env=double_env("11", native_libs))  # fmt: skip
     assert result.returncode == 1

@@ -193,11 +193,13 @@ def test_render_variant_links_the_artifacts(tmp_path: Path) -> None:
     source = tmp_path / "source"
     for model in contract.ENCODERS:
         (source / model / "1").mkdir(parents=True)
-        (source / model / "1" / "model.onnx").write_bytes(b"onnx")
+        for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
+            (source / model / "1" / name).write_bytes(b"onnx")
     (source / "preprocess_text" / "1").mkdir(parents=True)
     (source / "preprocess_text" / "1" / "tokenizer.json").write_text("{}")
     target = render_variant(no_batching_spec(load_spec()), source, tmp_path / "variant")
     assert (target / "text_encoder" / "1" / "model.onnx").is_symlink()
+    assert (target / "text_encoder" / "1" / "model.int8.onnx").is_symlink()
     config = load_config(target / "text_encoder" / "configs" / "cpu.pbtxt")
     assert config.max_batch_size == 1 and config.dynamic_batching.max_queue_delay_microseconds == 0
     assert load_config(target / "multimodal" / "config.pbtxt").max_batch_size == 1

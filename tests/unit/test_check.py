@@ -42,7 +42,7 @@ def write_plan(repo, spec, model, filename="model.plan", runtime=RUNTIME, **over
     meta = PlanMetadata(
         model=model,
         plan_file=filename,
-        precision=spec.precision,
+        precision=spec.precision.of(model, "gpu"),
         tensorrt_version=runtime.tensorrt_version,
         gpu_name=runtime.gpu_name,
         compute_capability=runtime.compute_capability,
@@ -393,7 +393,7 @@ def test_verify_accuracy_runs_both_sides_on_the_same_inputs(repo, spec, tmp_path
     for model in ENCODERS:
         (repo / model / "1" / "model.onnx").write_bytes(b"graph")
     assert accuracy.reference_graphs(repo, build).origin == "repository"
-    assert report.passed and report.samples == n and report.precision == spec.precision
+    assert report.passed and report.samples == n and report.precision == spec.precision.of("image_encoder", "gpu")
     assert report.max_prob_diff == pytest.approx(1e-4, rel=1e-3) and closed == [1]
     assert sides.count("ort") == sides.count("trt") == len(ENCODERS)
     write_plan(repo, spec, "image_encoder", precision="fp32")

@@ -199,7 +199,7 @@ def test_graph_names_per_precision_in_the_repository_and_a_build_folder(tmp_path
 
 
 def test_engine_precision_comes_from_the_flag_then_pipeline_yaml(spec):
-    assert engine_precision(spec, "image_encoder") == spec.precision
+    assert engine_precision(spec, "image_encoder") == spec.precision.of("image_encoder", "gpu")
     assert engine_precision(spec, "image_encoder", "int8") == "int8"
     with pytest.raises(EngineError, match="precision 'fp8'"):
         engine_precision(spec, "image_encoder", "fp8")

@@ -35,7 +35,7 @@ from trimodal.bench.loadgen import LevelResult, batched_loop, closed_loop
 from trimodal.bench.stats import breakdown, snapshot
 from trimodal.bench.workload import WorkItem, check_label, check_probabilities, parse_label_entry
 from trimodal.layout import RepositoryLayout
-from trimodal.spec import ModelServing, PipelineSpec
+from trimodal.spec import PRECISIONS, ModelServing, PipelineSpec
 
 LOGGER = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def render_variant(spec: PipelineSpec, source_repo: Path, target_repo: Path) -> 
         shutil.rmtree(target_repo)
     render(spec, target_repo)
     source, target = RepositoryLayout(source_repo), RepositoryLayout(target_repo)
-    pairs = [(target.onnx_file(m), source.onnx_file(m)) for m in contract.ENCODERS]
+    pairs = [(target.onnx_file(m, p), source.onnx_file(m, p)) for m in contract.ENCODERS for p in PRECISIONS]
     for link, original in [*pairs, (target.tokenizer, source.tokenizer)]:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(original.resolve())

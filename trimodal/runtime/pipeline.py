@@ -170,22 +170,26 @@ class LocalPipeline:
     """Preprocessing + the four ONNX graphs of a model repository, run in this process.
 
     This is the reference that Triton's answers are compared with (parity, every output), and the "in-process"
-    bound in the benchmarks: no server, no serialization, batches exactly as given.
+    bound in the benchmarks: no server, no serialization, batches exactly as given. It runs the graphs of the
+    precisions pipeline.yaml serves on ``target`` (the CPU target's by default: what the CPU configs load).
 
     Args:
         spec: the pipeline spec.
-        repo_dir: model repository holding ``<model>/1/model.onnx`` and the tokenizer.
+        repo_dir: model repository holding ``<model>/1/model[.<precision>].onnx`` and the tokenizer.
         threads: ONNX Runtime intra-op threads per session (None = ORT's default).
+        target: whose precisions to run, ``cpu`` or ``gpu``.
     """
 
-    def __init__(self, spec: PipelineSpec, repo_dir: Path, threads: int | None = None) -> None:
+    def __init__(self, spec: PipelineSpec, repo_dir: Path, threads: int | None = None, target: str = "cpu") -> None:
         repository = RepositoryLayout(Path(repo_dir))
-        missing = [str(repository.onnx_file(m)) for m in contract.ENCODERS if not repository.onnx_file(m).is_file()]
+        graphs = {m: repository.onnx_file(m, spec.precision.of(m, target)) for m in contract.ENCODERS}
+        missing = [str(path) for path in graphs.values() if not path.is_file()]
         if missing:
             raise RepositoryError(f"missing {', '.join(missing)}: run `trimodal build` first")
         self.spec = spec
+        self.graphs = graphs
         self.preprocess = Preprocessor(spec, repository.tokenizer)
-        self.infer = ort_infer(repository.onnx_file, threads)
+        self.infer = ort_infer(graphs.__getitem__, threads)
 
     def answer(self, samples: Sequence[Any]) -> Feeds:
         """Everything the ensemble answers for a batch of samples, keyed by output name.

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from trimodal.contract import ATTENTION_MASK, INPUT_IDS
 from trimodal.errors import RepositoryError
 
 LOGGER = logging.getLogger(__name__)
@@ -38,7 +39,40 @@ def ort_session(path: Path, threads: int | None = None) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run_session(session: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run every output of ``session`` on ``feeds``; outputs keyed by tensor name."""
+def trim_padding(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Cut the token columns that are padding in every sample of the batch (exact for the text encoder).
+
+    The text encoder masks padded keys out of attention and out of the mean pooling, so the columns after the
+    longest real sequence of the batch change nothing but the work done; they are dropped from ``INPUT_IDS``
+    and ``ATTENTION_MASK`` (at least one column is kept, so a batch of absent texts still runs). Feeds without
+    an ``ATTENTION_MASK`` are returned as they are.
+
+    Args:
+        feeds: one batch, keyed by tensor name.
+
+    Returns:
+        The feeds with the trailing all-padding columns removed.
+    """
+    mask = feeds.get(ATTENTION_MASK)
+    if mask is None or mask.ndim != 2:
+        return feeds
+    used = np.flatnonzero(np.asarray(mask).any(axis=0))
+    length = int(used[-1]) + 1 if used.size else 1
+    if length >= mask.shape[1]:
+        return feeds
+    return {name: value[:, :length] if name in (INPUT_IDS, ATTENTION_MASK) else value for name, value in feeds.items()}
+
+
+def run_session(session: Any, feeds: dict[str, np.ndarray], trim: bool = True) -> dict[str, np.ndarray]:
+    """Run every output of ``session`` on ``feeds``; outputs keyed by tensor name.
+
+    Args:
+        session: an ONNX Runtime session (:func:`ort_session`).
+        feeds: one batch, keyed by tensor name.
+        trim: drop the all-padding token columns first (:func:`trim_padding`; exact).
+
+    Returns:
+        Every output of the graph, keyed by tensor name.
+    """
     names = [output.name for output in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds), strict=True))
+    return dict(zip(names, session.run(names, trim_padding(feeds) if trim else feeds), strict=True))

@@ -45,7 +45,7 @@ def engine_precision(spec: PipelineSpec, model: str, override: str | None = None
     Raises:
         EngineError: for an unknown precision.
     """
-    precision = override or spec.precision
+    precision = override or spec.precision.of(model, "gpu")
     check_precision(precision)
     return precision
 

@@ -1,4 +1,4 @@
-"""The CPU build: dataset -> training -> ONNX export -> model repository, each step cached by a stamp.
+"""The CPU build: dataset -> training -> ONNX export -> precision graphs -> model repository, each step cached.
 
 A step is skipped when its stamp (a hash of the spec and of the source code that produces the step's
 outputs) matches and its outputs exist, so a second ``make run`` reuses everything. Stamps live in
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from trimodal.contract import ENCODERS
 from trimodal.layout import BuildLayout
-from trimodal.spec import PipelineSpec
+from trimodal.spec import PRECISIONS, PipelineSpec
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,6 +44,12 @@ TRAIN_SOURCES: list[Path] = [
     PACKAGE_DIR / "runtime" / "agreement.py",
 ]
 EXPORT_SOURCES: list[Path] = [*TRAIN_SOURCES, TRAINING_DIR / "export.py"]
+PRECISION_SOURCES: list[Path] = [
+    *EXPORT_SOURCES,
+    TRAINING_DIR / "compress.py",
+    TRAINING_DIR / "precision.py",
+    PACKAGE_DIR / "runtime" / "sessions.py",
+]
 
 
 def _source_digest(paths: Iterable[Path]) -> str:
@@ -68,6 +74,13 @@ def step_stamp(spec: PipelineSpec, sources: Iterable[Path]) -> str:
     """
     digest = hashlib.sha256(spec.model_dump_json(include=MODEL_FIELDS).encode())
     digest.update(_source_digest(sources).encode())
+    return digest.hexdigest()
+
+
+def precision_stamp(spec: PipelineSpec) -> str:
+    """Stamp of the precision step: its sources, the model fields and the served precisions (measured columns)."""
+    digest = hashlib.sha256(step_stamp(spec, PRECISION_SOURCES).encode())
+    digest.update(spec.precision.model_dump_json().encode())
     return digest.hexdigest()
 
 
@@ -108,6 +121,7 @@ def build_cpu(
     from trimodal.training.data.dataset import generate_dataset
     from trimodal.training.export import export_all
     from trimodal.training.models import TRAINED_MODALITIES, encoder_name
+    from trimodal.training.precision import PRECISION_JSON, build_precision
     from trimodal.training.report import METRICS_JSON
     from trimodal.training.train import train_all
     from trimodal.triton.install import install_artifacts
@@ -134,6 +148,14 @@ def build_cpu(
         [build.onnx_file(model) for model in ENCODERS],
         lambda: export_all(spec, build.root),
         force or ran["train"],
+    )
+    ran["precision"] = _run_step(
+        "precision",
+        precision_stamp(spec),
+        build,
+        [build.onnx_file(m, p) for m in ENCODERS for p in PRECISIONS] + [build.root / PRECISION_JSON],
+        lambda: build_precision(spec, build.root),
+        force or ran["export"],
     )
     render(spec, Path(repo_dir))
     install_artifacts(build.root, Path(repo_dir))

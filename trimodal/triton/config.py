@@ -16,6 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from trimodal import contract
 from trimodal.contract import ENCODERS, ENSEMBLE, POSTPROCESS, PREPROCESSORS, ModelIO, TensorSpec
+from trimodal.layout import onnx_filename
 from trimodal.spec import PipelineSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -164,7 +165,11 @@ def gpu_config(spec: PipelineSpec, model: str, io: ModelIO) -> mc.ModelConfig:
 
 
 def cpu_config(spec: PipelineSpec, model: str, io: ModelIO) -> mc.ModelConfig:
-    """CPU config of an encoder or the fusion head: Python backend running model.onnx in ONNX Runtime.
+    """CPU config of an encoder or the fusion head: Python backend running one precision graph in ONNX Runtime.
+
+    ``onnx_file`` is the graph of the precision pipeline.yaml serves on the CPU target; a model with an
+    ``ATTENTION_MASK`` input (the text encoder) gets ``trim_padding`` (all-padding token columns are cut before
+    each run, which is exact).
 
     Args:
         spec: the pipeline spec.
@@ -178,7 +183,9 @@ def cpu_config(spec: PipelineSpec, model: str, io: ModelIO) -> mc.ModelConfig:
     config = _base_config(spec, model, io)
     config.backend = "python"
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=settings.cpu_instances)
-    _set_param(config, "onnx_file", "model.onnx")
+    _set_param(config, "onnx_file", onnx_filename(spec.precision.of(model, "cpu")))
+    if any(tensor.name == contract.ATTENTION_MASK for tensor in io.inputs):
+        _set_param(config, "trim_padding", "true")
     _set_param(config, "intra_op_threads", str(settings.ort_threads))
     return config
 

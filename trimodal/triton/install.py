@@ -9,15 +9,16 @@ from pathlib import Path
 from trimodal.contract import ENCODERS
 from trimodal.errors import RepositoryError
 from trimodal.layout import BuildLayout, RepositoryLayout, tokenizer_source
+from trimodal.spec import PRECISIONS
 
 LOGGER = logging.getLogger(__name__)
 
 
 def install_artifacts(build_dir: Path, repo_dir: Path, tokenizer_file: Path | None = None) -> None:
-    """Copy the exported ONNX graphs and the tokenizer into the repository's version folders.
+    """Copy the ONNX graphs (every precision) and the tokenizer into the repository's version folders.
 
     Args:
-        build_dir: the build folder holding ``onnx/<model>.onnx``.
+        build_dir: the build folder holding ``onnx/<model>.onnx``, ``<model>.fp16.onnx`` and ``<model>.int8.onnx``.
         repo_dir: the model repository folder.
         tokenizer_file: the tokenizer.json to serve (defaults to the packaged all-MiniLM-L6-v2 one).
 
@@ -26,10 +27,11 @@ def install_artifacts(build_dir: Path, repo_dir: Path, tokenizer_file: Path | No
     """
     build, repository = BuildLayout(Path(build_dir)), RepositoryLayout(Path(repo_dir))
     for model in ENCODERS:
-        source = build.onnx_file(model)
-        if not source.exists():
-            raise RepositoryError(f"missing {source}: run `trimodal build` first")
-        _copy_if_changed(source, repository.onnx_file(model))
+        for precision in PRECISIONS:
+            source = build.onnx_file(model, precision)
+            if not source.exists():
+                raise RepositoryError(f"missing {source}: run `trimodal build` first")
+            _copy_if_changed(source, repository.onnx_file(model, precision))
     _copy_if_changed(Path(tokenizer_file or tokenizer_source()), repository.tokenizer)
 
 
@@ -53,5 +55,5 @@ def missing_artifacts(repo_dir: Path) -> list[Path]:
         The missing files.
     """
     repository = RepositoryLayout(Path(repo_dir))
-    needed = [repository.onnx_file(model) for model in ENCODERS] + [repository.tokenizer]
+    needed = [repository.onnx_file(m, p) for m in ENCODERS for p in PRECISIONS] + [repository.tokenizer]
     return [path for path in needed if not path.exists()]

@@ -1,4 +1,4 @@
-"""CPU target of the encoders and the fusion head: the same model.onnx in ONNX Runtime.
+"""CPU target of the encoders and the fusion head: the same ONNX graphs in ONNX Runtime.
 
 All requests of a dynamic batch are concatenated into one ``InferenceSession.run`` call. Like a TensorRT
 engine, the fusion head answers whatever it is given; samples with every modality empty are refused by the
@@ -19,7 +19,11 @@ LOGGER = logging.getLogger(__name__)
 
 
 class OnnxModel(BatchedModel):
-    """Runs ``parameters.onnx_file`` with ONNX Runtime on CPU."""
+    """Runs ``parameters.onnx_file`` (the served precision's graph) with ONNX Runtime on CPU.
+
+    With ``parameters.trim_padding == "true"`` (the text encoder) the token columns that are padding in every
+    sample of the merged batch are cut before the run (:func:`trimodal.runtime.sessions.trim_padding`, exact).
+    """
 
     concatenate = True
 
@@ -27,8 +31,9 @@ class OnnxModel(BatchedModel):
         """Create the ONNX Runtime session."""
         path = self.version_dir / self.parameters.get("onnx_file", ONNX_FILE)
         self.session = ort_session(path, int(self.parameters.get("intra_op_threads", "1")))
+        self.trim = self.parameters.get("trim_padding", "false") == "true"
         LOGGER.info("%s: ONNX Runtime session on %s", self.model_name, path)
 
     def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the graph on the merged batch."""
-        return run_session(self.session, inputs)
+        return run_session(self.session, inputs, trim=self.trim)

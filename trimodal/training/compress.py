@@ -1,0 +1,155 @@
+"""Precision graphs of the four ONNX models: fp16 (fp32 inputs/outputs) and int8 (Q/DQ), made with ONNX Runtime's tools.
+
+* fp16: :func:`onnxruntime.transformers.float16.convert_float_to_float16` with ``keep_io_types`` (Casts at the
+  graph's edges, so every config and the ensemble keep their FP32 tensors). It yields graphs that pass ONNX's
+  strict shape inference as they are (onnxconverter-common 1.16 did not on these exports), and it keeps ops
+  without a half-precision CPU kernel in fp32.
+* int8: :func:`onnxruntime.quantization.quantize_static` in QDQ format, symmetric int8 activations and weights
+  (per-channel weights), calibrated (min/max) on training-split samples: QuantizeLinear/DequantizeLinear pairs
+  around Conv/MatMul/Gemm, the explicit-quantization form TensorRT builds strongly typed.
+
+Every graph is checked here: inputs and outputs equal the fp32 graph's (names, dtypes, dims), the graph holds
+layers of its precision, and ONNX Runtime on CPU runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trimodal.errors import ExportError
+
+LOGGER = logging.getLogger(__name__)
+
+QUANTIZED_OPS: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
+"""The ops given Q/DQ inputs: the compute-heavy ones TensorRT runs in int8."""
+
+Feeds = dict[str, np.ndarray]
+
+
+def _io_signature(model: Any) -> list[tuple[str, int, list[Any]]]:
+    """Names, element types and dims of a graph's inputs then outputs (initializers excluded)."""
+    initializers = {init.name for init in model.graph.initializer}
+    values = [*(v for v in model.graph.input if v.name not in initializers), *model.graph.output]
+    return [
+        (
+            value.name,
+            value.type.tensor_type.elem_type,
+            [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim],
+        )
+        for value in values
+    ]
+
+
+def check_precision_graph(reference: Path, graph: Path, precision: str) -> None:
+    """Check a precision graph against its fp32 source: same inputs/outputs, layers of its precision.
+
+    Args:
+        reference: the fp32 ``.onnx``.
+        graph: the fp16 or int8 ``.onnx``.
+        precision: ``fp16`` (some tensor computed in float16) or ``int8`` (QuantizeLinear and DequantizeLinear).
+
+    Raises:
+        ExportError: naming the graph and what differs.
+    """
+    import onnx
+    from onnx import TensorProto
+
+    model = onnx.load(str(graph))
+    if _io_signature(model) != _io_signature(onnx.load(str(reference), load_external_data=False)):
+        raise ExportError(f"{graph}: inputs/outputs differ from {reference} (they must stay FP32 and equal)")
+    onnx.checker.check_model(model)
+    onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    ops = {node.op_type for node in model.graph.node}
+    if precision == "fp16":
+        half = [i for i in model.graph.initializer if i.data_type == TensorProto.FLOAT16]
+        if not half:
+            raise ExportError(f"{graph}: no float16 weights, so it is not an fp16 graph")
+    elif precision == "int8" and not {"QuantizeLinear", "DequantizeLinear"} <= ops:
+        raise ExportError(f"{graph}: no QuantizeLinear/DequantizeLinear pair, so it is not an int8 Q/DQ graph")
+
+
+def convert_fp16(source: Path, target: Path) -> Path:
+    """Write the fp16 graph (fp32 inputs/outputs) of ``source`` to ``target`` and check it.
+
+    Args:
+        source: the fp32 ``.onnx``.
+        target: where the fp16 graph goes.
+
+    Returns:
+        ``target``.
+
+    Raises:
+        ExportError: if the converted graph is inconsistent or its inputs/outputs changed.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the model contains values out of fp16 range" for -inf masks, clamped
+        model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    # The input Casts are appended after the nodes that read them: ONNX (and TensorRT's parser) want the
+    # nodes in topological order.
+    wrapped = OnnxModel(model)
+    wrapped.topological_sort()
+    model = wrapped.model
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(target))
+    check_precision_graph(source, target, "fp16")
+    return target
+
+
+class _FeedReader:
+    """ONNX Runtime's ``CalibrationDataReader`` protocol over a list of feeds."""
+
+    def __init__(self, feeds: Sequence[Feeds]) -> None:
+        self._feeds: Iterator[Feeds] = iter(feeds)
+
+    def get_next(self) -> Feeds | None:
+        """The next calibration batch, or None when done."""
+        return next(self._feeds, None)
+
+
+def quantize_int8(source: Path, target: Path, calibration: Sequence[Feeds]) -> Path:
+    """Write the int8 Q/DQ graph of ``source`` to ``target`` (symmetric, calibrated on ``calibration``) and check it.
+
+    Args:
+        source: the fp32 ``.onnx``.
+        target: where the int8 graph goes.
+        calibration: input batches (``{input name: array}``) drawn from the training split.
+
+    Returns:
+        ``target``.
+
+    Raises:
+        ExportError: without calibration data, or if the graph is not a valid Q/DQ graph.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if not calibration:
+        raise ExportError(f"{source}: int8 calibration needs at least one batch")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    quantize_static(
+        str(source),
+        str(target),
+        _FeedReader(calibration),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=list(QUANTIZED_OPS),
+        per_channel=True,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        },
+    )
+    check_precision_graph(source, target, "int8")
+    return target
