@@ -2,10 +2,11 @@
 
 SIGTERM with 32 requests in flight through the ensemble: every request the server accepted completes OK, later
 ones are refused (UNAVAILABLE from the drain stand-in, NOT_FOUND in Triton 2.51's last ~1-2 s while the last
-model's stub winds down, CANCELLED by gRPC's shutdown at the exit; never an ensemble step failure), `trimodal serve` exits 0 within 30 s, and nothing is
-left behind: `serve` reports what tritonserver left at exit (recorded before any
-forced cleanup), and the test checks the process table and /dev/shm itself. `TRIMODAL_FULL_RELIABILITY=1` runs
-it 20 times in a row (2 otherwise). Figures go to build/reliability/ (see benchmarks/RELIABILITY.md).
+model's stub winds down, CANCELLED by gRPC's shutdown at the exit; never an ensemble step failure), `trimodal
+serve` exits 0 within 30 s, and nothing is left behind: `serve` reports what tritonserver left at exit (recorded
+before any forced cleanup), and the test checks the process table and /dev/shm itself.
+`TRIMODAL_FULL_RELIABILITY=1` runs it 20 times in a row (2 otherwise). Figures go to build/reliability/
+(see benchmarks/RELIABILITY.md).
 """
 
 from __future__ import annotations
