@@ -1,10 +1,10 @@
 """Stopping `trimodal serve` (the embedded target): SIGTERM drains every accepted request; SIGKILL leaves nothing.
 
-SIGTERM with 32 requests in flight through the ensemble: every request the server accepted completes OK, later
-ones are refused (UNAVAILABLE from the drain stand-in, NOT_FOUND in Triton 2.51's last ~1-2 s while the last
-model's stub winds down, CANCELLED by gRPC's shutdown at the exit; never an ensemble step failure), `trimodal
-serve` exits 0 within 30 s, and nothing is left behind: `serve` reports what tritonserver left at exit (recorded
-before any forced cleanup), and the test checks the process table and /dev/shm itself.
+SIGTERM with 32 requests in flight through the ensemble: every request the server accepted completes OK and
+every later one is refused with UNAVAILABLE (the drain stand-in's answer, then the closed ports': connection
+closed or refused; never NOT_FOUND, CANCELLED or an ensemble step failure), `trimodal serve` exits 0 within
+30 s, and nothing is left behind: `serve` reports what tritonserver left at exit (recorded before any forced
+cleanup), and the test checks the process table and /dev/shm itself.
 `TRIMODAL_FULL_RELIABILITY=1` runs it 20 times in a row (2 otherwise). Figures go to build/reliability/
 (see benchmarks/RELIABILITY.md).
 """
@@ -119,33 +119,22 @@ async def _traffic_with_sigterm(serve: Serve, samples: list[Sample]) -> tuple[li
     return outcomes, sigterm_at, exited_at - sigterm_at
 
 
-NOT_LOADED = "has no available versions"  # Triton 2.51's NOT_FOUND once the last model is unloaded, before exit
-
-
-def _refused(outcome: tuple, swapped_at: float) -> bool:
-    """A refusal, not a loss: UNAVAILABLE (the stand-in's, Triton's, connection refused), NOT_FOUND at the very
-    end, or CANCELLED by gRPC's shutdown for a request sent after the stand-in was swapped in (so never accepted
-    by the ensemble). An ensemble step failure ("in ensemble ...") is an accepted request lost."""
-    status, message = outcome[1], outcome[2]
-    if status == "UNAVAILABLE":
-        return "in ensemble" not in message
-    if status == "CANCELLED":
-        return outcome[0] >= swapped_at
-    return status == "NOT_FOUND" and NOT_LOADED in message
+def _refused(outcome: tuple) -> bool:
+    """A refusal, not a loss: UNAVAILABLE from the stand-in, a closed connection or a refused one. An ensemble
+    step failure ("in ensemble ...") is an accepted request lost."""
+    return outcome[1] == "UNAVAILABLE" and "in ensemble" not in outcome[2]
 
 
 def _classify(outcomes: list[tuple], sigterm_at: float) -> dict[str, object]:
     before = [o for o in outcomes if o[0] < sigterm_at]
     after = [o for o in outcomes if o[0] >= sigterm_at]
-    swapped_at = min((o[0] for o in after if DRAIN_MESSAGE in o[2]), default=float("inf"))
-    lost = [o for o in outcomes if o[1] != "OK" and not _refused(o, swapped_at)]
-    not_found = [o[0] - sigterm_at for o in after if o[1] == "NOT_FOUND"]
+    lost = [o for o in outcomes if o[1] != "OK" and not _refused(o)]
     return {
         "sent_before_sigterm": len(before), "ok_before_sigterm": sum(o[1] == "OK" for o in before),
         "after_sigterm": dict(Counter(o[1] for o in after)),
         "refusal_messages": sorted({o[2][:90] for o in after if o[1] != "OK"}),
         "lost": [(o[1], o[2][:120]) for o in lost][:5], "lost_count": len(lost),
-        "not_found_window_s": [round(min(not_found), 2), round(max(not_found), 2)] if not_found else None,
+        "stand_in_refusals": sum(DRAIN_MESSAGE in o[2] for o in after),
     }  # fmt: skip
 
 
@@ -173,10 +162,8 @@ def test_sigterm_with_32_in_flight_loses_nothing(tmp_path: Path) -> None:
         _record({"runs": runs})
         assert summary["ok_before_sigterm"] == summary["sent_before_sigterm"] >= IN_FLIGHT, summary
         assert summary["lost_count"] == 0, summary
-        assert set(summary["after_sigterm"]) <= {"OK", "UNAVAILABLE", "NOT_FOUND", "CANCELLED"}, summary
-        assert summary["after_sigterm"].get("UNAVAILABLE", 0) > 0, "no request was refused after SIGTERM"
-        window = summary["not_found_window_s"]
-        assert window is None or window[1] - window[0] < 3.0, "NOT_FOUND beyond Triton's last model unload"
+        assert set(summary["after_sigterm"]) <= {"OK", "UNAVAILABLE"}, summary
+        assert summary["stand_in_refusals"] > 0, "no request was refused by the drain stand-in after SIGTERM"
         assert exit_s < 30.0, summary
         assert summary["serve_said"] and "left behind: nothing" in summary["serve_said"][0], summary
         assert "drain complete" in summary["serve_said"][0], summary

@@ -7,7 +7,9 @@ UNAVAILABLE, see :mod:`trimodal.runtime.backends.drain`); Triton swaps it in onc
 ensemble until every request it accepted has completed, then unloads it and logs
 ``successfully unloaded '<ensemble>'``. Requests that arrive before the swap are served normally; requests
 after it get UNAVAILABLE (retry elsewhere). When that log line is there and no composing model has a
-pending request, SIGTERM finds nothing in flight.
+pending request, the composing models are unloaded (each after its in-flight requests), the server's ports
+are closed (:mod:`trimodal.triton.frontdoor`: later clients get UNAVAILABLE from the socket) and SIGTERM
+finds nothing in flight.
 """
 
 from __future__ import annotations
@@ -114,8 +116,8 @@ def _index(server: TritonServer) -> list[dict]:
 def _unload_all_but(server: TritonServer, keep: str, deadline: float) -> bool:
     """Unload every (idle) model except the stand-in, so that SIGTERM finds only the stand-in to unload.
 
-    While the stand-in unloads, Triton answers UNAVAILABLE ("not at ready state"); once a model is unloaded it
-    answers NOT_FOUND, so the fewer models SIGTERM has to unload, the shorter that window before exit.
+    Triton finishes a model's in-flight requests before it unloads it, so once these are gone nothing but the
+    stand-in's refusals is in flight, and the ports can be closed (:mod:`trimodal.triton.frontdoor`).
     """
     names = [entry["name"] for entry in _index(server) if entry["name"] != keep and entry.get("state") == "READY"]
     for name in names:
@@ -127,11 +129,10 @@ def _unload_all_but(server: TritonServer, keep: str, deadline: float) -> bool:
 def retire_stand_in(server: TritonServer, ensemble: str = contract.ENSEMBLE, timeout_s: float = 10.0) -> bool:
     """Unload the stand-in (the last model left after a drain) and return once it is gone; SIGTERM follows at once.
 
-    While a model unloads through the repository API, Triton answers its requests UNAVAILABLE ("not at ready
-    state"); once it is unloaded it answers NOT_FOUND until the process exits. A stand-in left for Triton's own
-    shutdown is answered NOT_FOUND for up to a second (its stop loop polls once a second; measured on 2.51).
-    Unloading it here and sending SIGTERM the moment it is gone (polled every 10 ms) leaves a server with no
-    model, which stops at once: the NOT_FOUND window shrinks to the polling interval.
+    The fallback where the server's ports cannot be closed (:mod:`trimodal.triton.frontdoor`): Triton 2.51
+    answers NOT_FOUND for a model from the moment its unload starts (about a second for a Python stub) until the
+    process exits; unloading the stand-in here and sending SIGTERM the moment it is gone (polled every 10 ms)
+    keeps that window to the stub's unload instead of adding Triton's once-a-second stop loop to it.
 
     Returns:
         True when the stand-in was seen unloaded within ``timeout_s``.

@@ -384,6 +384,23 @@ class TritonServer:
         self._drained = drain_ensemble(self, timeout_s=self.config.drain_timeout_s)
         return self._drained
 
+    def _close_after_drain(self, pid: int) -> None:
+        """Every accepted request has completed: refuse the rest at the socket before Triton starts unloading.
+
+        Closing the HTTP and gRPC ports (:mod:`~trimodal.triton.frontdoor`) turns what Triton 2.51 would answer
+        in its last second (NOT_FOUND while the stand-in unloads, CANCELLED when its gRPC server stops) into
+        UNAVAILABLE for every client. Where the kernel refuses, the stand-in is unloaded first instead, which
+        leaves about a second of NOT_FOUND.
+        """
+        from trimodal.triton.drain import retire_stand_in
+        from trimodal.triton.frontdoor import close_front_door
+
+        try:
+            close_front_door(pid, (self.config.http_port, self.config.grpc_port))
+        except OSError as exc:
+            LOGGER.warning("could not close the server's ports before stopping it (%s); unloading the stand-in", exc)
+            retire_stand_in(self)
+
     def stop(self, grace_s: float | None = None) -> int | None:
         """SIGTERM the server, wait ``grace_s`` (default ``exit_timeout + 5``) s, SIGKILL its group, remove shm.
 
@@ -402,9 +419,7 @@ class TritonServer:
         started = time.monotonic()
         code = process.poll()
         if code is None and self._drained is not None and self._drained.complete:
-            from trimodal.triton.drain import retire_stand_in
-
-            retire_stand_in(self)
+            self._close_after_drain(process.pid)
         if code is None:
             # SIGTERM to tritonserver only: it drains in-flight requests and stops its Python stubs itself
             # (signalling the whole group would kill the stubs under the requests they are serving).
