@@ -72,6 +72,8 @@ def test_every_modality_subset_matches_in_process_onnxruntime(server, spec, test
     from trimodal.runtime.pipeline import LocalPipeline
     from trimodal.training.evaluate import subset_name
 
+    with TrimodalClient(server.config.grpc_url, timeout_s=60) as client:  # a cold model's first run is slow
+        client.classify(_sample(test_split, 0))
     local = LocalPipeline(spec, REPOSITORY)
     offline = served_accuracy(json.loads((Layout.default().build.root / "metrics.json").read_text()))
     subsets = {}

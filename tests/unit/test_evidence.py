@@ -61,7 +61,7 @@ def test_a_figure_edited_by_hand_fails() -> None:
 
 def test_a_refreshed_artifact_makes_the_readme_stale(tmp_path: Path) -> None:
     """Change one committed figure (a copy of the project): the README region quoting it is stale."""
-    for name in ("README.md", "benchmarks"):
+    for name in ("README.md", "benchmarks", "deploy"):
         source = LAYOUT.root / name
         (shutil.copytree if source.is_dir() else shutil.copyfile)(source, tmp_path / name)
     layout = dataclasses.replace(LAYOUT, root=tmp_path)
@@ -69,8 +69,9 @@ def test_a_refreshed_artifact_makes_the_readme_stale(tmp_path: Path) -> None:
     parity = json.loads(artifacts.committed_path("parity", layout).read_text())
     parity["subsets"]["text"]["agreement"] = 0.9
     artifacts.committed_path("parity", layout).write_text(json.dumps(parity))
-    assert documents.stale(layout) == {tmp_path / "README.md": ["parity"]}
-    assert documents.write(layout) == [tmp_path / "README.md"] and documents.stale(layout) == {}
+    stale = {tmp_path / "README.md": ["parity"], tmp_path / "benchmarks/accuracy/README.md": ["parity"]}
+    assert documents.stale(layout) == stale  # deploy/KUBERNETES.md: still fresh
+    assert documents.write(layout) == list(stale) and documents.stale(layout) == {}
     assert "**90.0% same prediction in every subset" in (tmp_path / "README.md").read_text()
 
 
