@@ -106,7 +106,8 @@ def build_timings(layout: Layout) -> str:
     if not any(row["ran"] for row in stages.values()):
         text += (
             " A second `make build` (or `make run`) reuses everything (stamps hash the model-defining spec fields "
-            f"and the code): the recorded build reused every stage and took {timings['total_seconds']:.1f} s."
+            f"and the code): the recorded build reused every stage, {timings['total_seconds']:.1f} s in all (plus the "
+            "command's own start-up)."
         )
     return bullet(text)
 
