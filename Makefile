@@ -11,13 +11,14 @@ APT_PACKAGES := espeak-ng sox libb64-0d python3-venv
 DOCTOR := $(PYTHON) trimodal/doctor.py --venv $(VENV)
 PYTEST_ARGS ?=
 
-.PHONY: help doctor install loadtest apt build render run serve test lint unit integration tools bench clean
+.PHONY: help doctor install loadtest apt build render run serve test lint unit integration tools bench evidence clean
 
 help:
 	@echo "make run    install, build if needed, serve on 8000/8001/8002 and classify the bundled samples"
 	@echo "make test   install, build if needed, lint, unit + integration tests (real tritonserver)"
 	@echo "make build  dataset -> training -> ONNX -> model_repository (cached)"
 	@echo "make bench  benchmarks (see benchmarks/)"
+	@echo "make evidence  copy the build's and tests' figures into benchmarks/ and re-render README's figures"
 	@echo "make doctor preflight: Python, glibc, disk, apt packages, ports, a half-made venv (seconds)"
 
 doctor:
@@ -82,6 +83,10 @@ test: build loadtest tools lint
 
 bench: build
 	$(BIN)/trimodal bench
+
+# After `make test` (it writes parity, batching): commit benchmarks/ and README.md afterwards.
+evidence: install
+	$(BIN)/trimodal evidence --collect --write
 
 clean:
 	rm -rf build/data build/checkpoints build/onnx build/features build/stamps build/triton

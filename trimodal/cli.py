@@ -409,6 +409,36 @@ def samples(
         typer.echo(f"wrote {stem} ({label})")
 
 
+@app.command()
+def evidence(
+    collect: Annotated[
+        bool,
+        typer.Option(
+            "--collect",
+            help="First copy what the build and the tests wrote under build/ into the "
+            "committed folders (benchmarks/accuracy, benchmarks/evidence, benchmarks/precision).",
+        ),
+    ] = False,
+    write: Annotated[bool, typer.Option("--write", help="Rewrite the README's evidence regions.")] = False,
+) -> None:
+    """Check (default) or rewrite the README figures rendered from committed artifacts (see trimodal/evidence/)."""
+    from trimodal.errors import EvidenceError
+    from trimodal.evidence import artifacts, documents
+
+    if collect:
+        for path in artifacts.collect():
+            typer.echo(f"copied {path}")
+    if write:
+        for path in documents.write():
+            typer.echo(f"rewrote {path}")
+        return
+    stale = documents.stale()
+    if stale:
+        names = "; ".join(f"{path.name}: {', '.join(regions)}" for path, regions in stale.items())
+        raise EvidenceError(f"figures differ from their artifacts ({names}): run `trimodal evidence --write`")
+    typer.echo("every evidence region matches its artifacts")
+
+
 def run() -> None:
     """Console entry point with clean exit codes."""
     try:

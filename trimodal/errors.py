@@ -49,3 +49,7 @@ class BenchError(TrimodalError):
 
 class AutoscaleError(TrimodalError):
     """The autoscaling simulation got an invalid policy, load curve or benchmark file."""
+
+
+class EvidenceError(TrimodalError):
+    """A documented figure has no artifact, or a document's evidence region is unknown or malformed."""

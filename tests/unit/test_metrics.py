@@ -33,6 +33,14 @@ def test_metrics_describe_the_served_model(metrics: dict) -> None:
     assert {f"{strategy}-multitask", f"{strategy}-single"} <= set(metrics["test_accuracy"])  # both, same seeds
 
 
+def test_served_model_passes_the_accuracy_gates(metrics: dict) -> None:
+    """All three >= 97%, every single modality <= 85%, all three >= best single + 10 points (recomputed from the
+    accuracies; tests/unit/test_evidence.py shows the gate failing on doctored figures)."""
+    from trimodal.evidence.gates import accuracy_failures
+
+    assert accuracy_failures(metrics) == []
+
+
 def test_served_model_meets_every_target(metrics: dict) -> None:
     targets = metrics["targets"][metrics["served_variant"]]
     assert len(targets) >= 10

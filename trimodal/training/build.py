@@ -2,7 +2,8 @@
 
 A step is skipped when its stamp (a hash of the spec and of the source code that produces the step's
 outputs) matches and its outputs exist, so a second ``make run`` reuses everything. Stamps live in
-``build/stamps/<step>.json``.
+``build/stamps/<step>.json``. Every build writes ``build/timings.json``: the seconds of each stage in this
+invocation, whether it ran, and how long it took the last time it ran (from its stamp).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ LOGGER = logging.getLogger(__name__)
 TRAINING_DIR = Path(__file__).resolve().parent
 PACKAGE_DIR = TRAINING_DIR.parent
 """The ``trimodal`` package; source paths are hashed relative to it, so stamps do not depend on the checkout."""
+
+TIMINGS_JSON = "timings.json"
 
 # The parts of the spec that change what is trained and exported (serving and engine settings do not).
 MODEL_FIELDS = {"seed", "classes", "dataset", "modalities", "fusion", "multitask", "training"}
@@ -129,8 +132,12 @@ def build_cpu(
 
     build = BuildLayout(Path(build_dir))
     build.root.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
     generate_dataset(spec, build.root, force=force, progress=progress)
+    seconds["dataset"] = time.perf_counter() - started
     trained = [build.checkpoint(encoder_name(modality)) for modality in TRAINED_MODALITIES]
+    mark = time.perf_counter()
     ran = {
         "train": _run_step(
             "train",
@@ -141,6 +148,7 @@ def build_cpu(
             force,
         )
     }
+    seconds["train"], mark = time.perf_counter() - mark, time.perf_counter()
     ran["export"] = _run_step(
         "export",
         step_stamp(spec, EXPORT_SOURCES),
@@ -149,6 +157,7 @@ def build_cpu(
         lambda: export_all(spec, build.root),
         force or ran["train"],
     )
+    seconds["export"], mark = time.perf_counter() - mark, time.perf_counter()
     ran["precision"] = _run_step(
         "precision",
         precision_stamp(spec),
@@ -157,6 +166,43 @@ def build_cpu(
         lambda: build_precision(spec, build.root),
         force or ran["export"],
     )
+    seconds["precision"], mark = time.perf_counter() - mark, time.perf_counter()
     render(spec, Path(repo_dir))
     install_artifacts(build.root, Path(repo_dir))
+    seconds["repository"] = time.perf_counter() - mark
+    write_timings(build, {"dataset": None, **ran}, seconds, time.perf_counter() - started)
     return ran
+
+
+def _last_run_seconds(build: BuildLayout, stage: str) -> float | None:
+    """How long ``stage`` took the last time it ran, from its stamp (the dataset's own, or ``stamps/<stage>.json``)."""
+    stamp = build.data / "stamp.json" if stage == "dataset" else build.stamps / f"{stage}.json"
+    if not stamp.is_file():
+        return None
+    recorded = json.loads(stamp.read_text()).get("seconds")
+    return None if recorded is None else round(float(recorded), 1)
+
+
+def write_timings(build: BuildLayout, ran: dict[str, bool | None], seconds: dict[str, float], total: float) -> Path:
+    """Record the stage timings of one build in ``build/timings.json``.
+
+    Args:
+        build: the build layout.
+        ran: stage -> whether it ran in this invocation (None: the stage decides itself, e.g. the dataset).
+        seconds: stage -> wall seconds in this invocation (reused stages take about no time).
+        total: wall seconds of the whole invocation.
+
+    Returns:
+        The written file.
+    """
+    stages = {
+        stage: {
+            "seconds": round(seconds[stage], 1),
+            "ran": ran.get(stage),
+            "last_run_seconds": _last_run_seconds(build, stage),
+        }
+        for stage in seconds
+    }
+    path = build.root / TIMINGS_JSON
+    path.write_text(json.dumps({"stages": stages, "total_seconds": round(total, 1)}, indent=2) + "\n")
+    return path
