@@ -305,7 +305,9 @@ def reliability(layout: Layout) -> str:
     """Overload, shutdown, kill and cancellation figures (``benchmarks/reliability/*.json``)."""
     files = artifacts.load("reliability", layout)
     overload, sigkill, flood = files["overload"], files["sigkill"], files["cancel-50ms"]
-    runs = files["sigterm"]["runs"]
+    runs = files.get("sigterm-full", files["sigterm"])["runs"]
+    refused = sum(sum(run["after_sigterm"].values()) - run["after_sigterm"].get("OK", 0) for run in runs)
+    unavailable = sum(run["after_sigterm"].get("UNAVAILABLE", 0) for run in runs)
     shed = overload["statuses"].get("UNAVAILABLE", 0)
     other = overload["requests"] - shed - overload["statuses"].get("OK", 0)
     left = sigkill["left"]["processes"] or sigkill["left"]["shm"]
@@ -315,7 +317,8 @@ def reliability(layout: Layout) -> str:
         f"{overload['offered_rps'] / overload['capacity_rps']:.1f}x capacity sheds with UNAVAILABLE ({shed} of "
         f"{overload['requests']} requests, {other} other errors), SIGTERM with 32 requests in flight loses "
         f"{sum(run['lost_count'] for run in runs)} of {sum(run['ok_before_sigterm'] for run in runs)} accepted "
-        f"requests in {len(runs)} runs (Triton 2.51 alone does not drain ensembles; `trimodal serve` does), a killed "
+        f"requests in {len(runs)} runs and refuses {unavailable} of {refused} later requests with UNAVAILABLE "
+        "(Triton 2.51 alone does not drain ensembles; `trimodal serve` does, then closes its ports), a killed "
         f"`serve` leaves {'something' if left else 'no process and no held port'} ({sigkill['gone_s']:.2f} s after "
         f"the kill), a flood of {flood['flood']['requests']} client-cancelled requests is survived with "
         f"{len(flood['restarts'])} restarts and {flood['after_flood']['statuses'].get('OK', 0)} of "
