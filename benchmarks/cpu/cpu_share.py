@@ -1,0 +1,121 @@
+"""Where the CPU goes at saturation: CPU milliseconds per request of tritonserver, each stub, and the client.
+
+Runs the real server on the built repository, drives it closed-loop (16 in flight, the benchmark's saturation
+level on 2 cores) and reads the CPU time of every process in its group from /proc before and after. Each
+variant (a value of TRIMODAL_STUB_BLAS_THREADS: 0 = OpenBLAS's default threads, 1 = one thread per stub) gets
+its own server; the variants alternate, ``--repeats`` times each, so a busy machine hits both alike.
+
+    .venv/bin/python benchmarks/cpu/cpu_share.py --repeats 2
+
+writes benchmarks/cpu/cpu_share.json and cpu_share.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trimodal.bench.baselines import triton_server
+from trimodal.bench.traffic import LoadGenerator, samples_from_split
+from trimodal.layout import Layout
+from trimodal.runtime.backends.base import BLAS_THREADS_ENV
+
+HERE = Path(__file__).resolve().parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def group_names(pgid: int) -> dict[int, str]:
+    """Every process of the server's group, named: tritonserver, or the model a stub serves."""
+    names = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        stub = len(argv) > 1 and b"stub" in argv[0]
+        names[int(proc.name)] = Path(argv[1].decode()).parent.parent.name if stub else "tritonserver"
+    return names
+
+
+def measure(repo: Path, blas_threads: int, seconds: float, work: Path) -> dict[str, object]:
+    """One server with ``TRIMODAL_STUB_BLAS_THREADS=blas_threads``: requests/s and CPU ms per request per process."""
+    os.environ[BLAS_THREADS_ENV] = str(blas_threads)
+    samples = samples_from_split(Layout.default().build.root, count=128)
+    with triton_server(repo, work) as server:
+        load = LoadGenerator(server.config.grpc_url, samples, deadline_s=10.0)
+        asyncio.run(load.closed_loop(16, 4.0))  # warm-up
+        names = group_names(server.process.pid)
+        before = {pid: cpu_seconds(pid) for pid in names}
+        client0, wall0 = time.process_time(), time.monotonic()
+        result = asyncio.run(load.closed_loop(16, seconds))
+        wall = time.monotonic() - wall0
+        spent = {pid: cpu_seconds(pid) - before[pid] for pid in names}
+        client = time.process_time() - client0
+    ok = result.statuses()["OK"]
+    per_process: dict[str, float] = {"client": client / ok * 1000}
+    for pid, name in names.items():
+        per_process[name] = per_process.get(name, 0.0) + spent[pid] / ok * 1000
+    return {"blas_threads": blas_threads, "requests_per_s": ok / wall, "errors": len(result.outcomes) - ok,
+            "p50_ms": result.percentile_ms(50), "cpu_ms_per_request": per_process}  # fmt: skip
+
+
+def _table(runs: list[dict]) -> list[str]:
+    variants = sorted({run["blas_threads"] for run in runs})
+    label = {0: "BLAS default threads", 1: "1 BLAS thread per stub"}
+    processes = sorted({name for run in runs for name in run["cpu_ms_per_request"]},
+                       key=lambda name: -max(run["cpu_ms_per_request"].get(name, 0.0) for run in runs))  # fmt: skip
+
+    def median(variant: int, pick: object) -> float:
+        return statistics.median(pick(run) for run in runs if run["blas_threads"] == variant)  # type: ignore[operator]
+
+    lines = ["| CPU ms per request (median of runs) | " + " | ".join(label.get(v, str(v)) for v in variants) + " |",
+             "| --- |" + " ---: |" * len(variants)]  # fmt: skip
+    for name in processes:
+        cells = [f"{median(v, lambda run, n=name: run['cpu_ms_per_request'].get(n, 0.0)):.2f}" for v in variants]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    totals = [f"{median(v, lambda run: sum(run['cpu_ms_per_request'].values())):.2f}" for v in variants]
+    lines.append("| **total** | " + " | ".join(totals) + " |")
+    rates = [f"{median(v, lambda run: run['requests_per_s']):.1f}" for v in variants]
+    lines.append("| requests/s at 16 in flight | " + " | ".join(rates) + " |")
+    return lines
+
+
+def main(
+    repeats: Annotated[int, typer.Option(help="Runs of each variant (they alternate).")] = 2,
+    seconds: Annotated[float, typer.Option(help="Measured seconds per run.")] = 12.0,
+    repository: Annotated[Path | None, typer.Option(help="Model repository (default: the project's).")] = None,
+) -> None:
+    """Measure both variants, alternating, and write cpu_share.json and cpu_share.md next to this script."""
+    repo = repository or Layout.default().repository.root
+    runs = []
+    for repeat in range(repeats):
+        for threads in (0, 1):
+            run = measure(repo, threads, seconds, Path(f"/tmp/trimodal-cpu-share-{os.getpid()}"))
+            print(json.dumps(run))
+            runs.append({"repeat": repeat, **run})
+    (HERE / "cpu_share.json").write_text(json.dumps({"cores": os.cpu_count(), "runs": runs}, indent=2) + "\n")
+    header = [f"# CPU per request at 16 in flight ({os.cpu_count()} cores, {repeats} alternating runs per variant)",
+              "", "Written by `benchmarks/cpu/cpu_share.py`; raw runs in `cpu_share.json`.", ""]  # fmt: skip
+    (HERE / "cpu_share.md").write_text("\n".join(header + _table(runs)) + "\n")
+    print("\n".join(_table(runs)))
+
+
+if __name__ == "__main__":
+    typer.run(main)
