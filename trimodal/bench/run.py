@@ -365,6 +365,16 @@ def measure(run: BenchRun, step: Step, saturation_rps: float | None) -> LevelRes
     return result
 
 
+def record_saturation(results: BenchResults) -> None:
+    """``meta.saturation_rps``: the median throughput of Triton as configured at its best closed-loop level."""
+    from trimodal.bench.aggregate import best, rows, select
+
+    top = best(select(rows(results.levels), "triton"))
+    if top is not None:
+        results.meta.saturation_rps = round(top.throughput.median, 1)
+        results.meta.saturation_source = f"loadgen {top.label()} (median of {len(top.levels)})"
+
+
 def perf_sweeps(run: BenchRun) -> list[LevelResult]:
     """perf_analyzer's concurrency levels against Triton as configured (a cross-check of the asyncio client)."""
     from trimodal.bench.baselines import instance_counts
@@ -467,6 +477,7 @@ def run_bench(settings: BenchSettings) -> Path:
         compare_answers(run)
         run.save()
         run_schedule(run)
+        record_saturation(run.results)
         run.results.perf += perf_sweeps(run)
         run.results.meta.load_after = os.getloadavg()[0]
         run.save()
