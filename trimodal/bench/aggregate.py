@@ -97,7 +97,7 @@ def rows(levels: Sequence[LevelResult]) -> list[Row]:
     for level in levels:
         groups.setdefault((level.baseline, level.tool, level.mode, level.concurrency, level.rate), []).append(level)
     ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][4] or 0.0, kv[0][3]))
-    return [Row(*key, tuple(sorted(group, key=lambda x: x.repetition))) for key, group in ordered]
+    return [Row(*key, tuple(sorted(group, key=lambda x: x.repetition or 1))) for key, group in ordered]
 
 
 def select(all_rows: Sequence[Row], baseline: str, mode: str = "concurrency") -> list[Row]:

@@ -32,6 +32,11 @@ LOGGER = logging.getLogger(__name__)
 PERCENTILES: tuple[int, ...] = (50, 95, 99)
 
 
+OPTIONAL_FIELDS = frozenset(
+    {"repetition", "achieved_rps", "lag_p99_ms", "lag_max_ms", "load_1m", "outside_cores", "correct"}
+)
+
+
 @dataclass
 class LevelResult:
     """Throughput and latency of one baseline at one load level."""
@@ -51,7 +56,7 @@ class LevelResult:
     tool: str = "loadgen"  # loadgen | perf_analyzer
     first_error: str | None = None
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
-    repetition: int = 1  # 1..repetitions of the same level in one run (levels of one repetition interleaved)
+    repetition: int | None = None  # 1..repetitions of the same level in one run (None: older runs, one each)
     achieved_rps: float | None = None  # open loop: successful answers per second inside the window
     lag_p99_ms: float | None = None  # open loop: p99 of (actual send - scheduled send), the client's own lag
     lag_max_ms: float | None = None
@@ -66,8 +71,8 @@ class LevelResult:
         return self.errors == 0 and self.achieved_rps >= min_fraction * self.rate
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-able form."""
-        return asdict(self)
+        """JSON-able form (the fields added with repetitions and the open loop are left out when not recorded)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in OPTIONAL_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> LevelResult:

@@ -34,6 +34,7 @@ LOGGER = logging.getLogger(__name__)
 DEFAULT_HEADROOM = 0.8
 DEFAULT_TARGET_UTILIZATION = 0.7
 HPA_FRACTION = 0.7  # the chart's per-pod request-rate target, as a fraction of the planned capacity
+CHART_P99_MS = 250.0  # the p99 target the chart's request-rate target is planned for
 
 
 @dataclass

@@ -306,7 +306,7 @@ def load_warnings(results: BenchResults) -> list[str]:
             f"{len(busy)} of {len(results.levels)} levels ran while processes outside the run used more than "
             f"{cpuload.BUSY_FRACTION:g} x {cores} cores (worst: {worst.baseline} {worst.tool} "
             f"{'rate ' + format(worst.rate, 'g') if worst.mode == 'rate' else 'c=' + str(worst.concurrency)} "
-            f"repetition {worst.repetition}: {worst.outside_cores:.2f} cores)"
+            f"repetition {worst.repetition or 1}: {worst.outside_cores:.2f} cores)"
         )
     return out
 
@@ -380,7 +380,7 @@ def _bottleneck_lines(level: LevelResult) -> list[str]:
     row = level.breakdown.get(stage or "", {})
     return [
         f"Bottleneck stage ({level.baseline}, {level.mode} "
-        f"{level.rate if level.mode == 'rate' else level.concurrency}, repetition {level.repetition}): **{stage}** "
+        f"{level.rate if level.mode == 'rate' else level.concurrency}, repetition {level.repetition or 1}): **{stage}** "
         f"(utilization {100 * row.get('utilization', 0):.0f}%, avg batch {_fmt(row.get('avg_batch', 0))}, "
         f"queue {_fmt(row.get('queue_ms', 0), 2)} ms/request, "
         f"compute {_fmt(row.get('compute_ms_per_exec', 0), 2)} ms/execution). "
