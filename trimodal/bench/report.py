@@ -378,9 +378,9 @@ def _targets_section(targets: Sequence[Target]) -> list[str]:
 def _bottleneck_lines(level: LevelResult) -> list[str]:
     stage = bottleneck(level.breakdown, exclude=(ENSEMBLE,))
     row = level.breakdown.get(stage or "", {})
+    where = level.rate if level.mode == "rate" else level.concurrency
     return [
-        f"Bottleneck stage ({level.baseline}, {level.mode} "
-        f"{level.rate if level.mode == 'rate' else level.concurrency}, repetition {level.repetition or 1}): **{stage}** "
+        f"Bottleneck stage ({level.baseline}, {level.mode} {where}, repetition {level.repetition or 1}): **{stage}** "
         f"(utilization {100 * row.get('utilization', 0):.0f}%, avg batch {_fmt(row.get('avg_batch', 0))}, "
         f"queue {_fmt(row.get('queue_ms', 0), 2)} ms/request, "
         f"compute {_fmt(row.get('compute_ms_per_exec', 0), 2)} ms/execution). "
