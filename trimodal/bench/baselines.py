@@ -241,7 +241,6 @@ class Driver:
                 result = await open_loop(call, self.items, rate, duration_s, warmup_s, self.baseline, seed)
             after = await loop.run_in_executor(None, self._stats)
         result.breakdown = self._breakdown(before, after)
-        log_level(result)
         return result
 
     def labels(self, count: int, concurrency: int = 8) -> list[str | None]:
@@ -265,9 +264,9 @@ def log_level(result: LevelResult) -> None:
     """One INFO line per level."""
     where = f"{result.rate:g}/s" if result.mode == "rate" else f"c={result.concurrency}"
     LOGGER.info(
-        "%-15s %-9s %-8s %7.1f/s  p50 %7.1f ms  p99 %7.1f ms  errors %d%s",
-        result.baseline, where, f"r{result.repetition}", result.throughput, result.p50_ms, result.p99_ms,
-        result.errors, f" ({result.first_error})" if result.first_error else "",
+        "%-15s %-26s %-9s r%s %7.1f/s  p50 %7.1f ms  p99 %7.1f ms  errors %d  outside %s cores%s",
+        result.baseline, result.tool, where, result.repetition or "-", result.throughput, result.p50_ms,
+        result.p99_ms, result.errors, result.outside_cores, f" ({result.first_error})" if result.first_error else "",
     )  # fmt: skip
 
 

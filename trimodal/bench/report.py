@@ -390,12 +390,16 @@ def _bottleneck_lines(level: LevelResult) -> list[str]:
     ]
 
 
-def _missed_section(target: Target, results: BenchResults) -> list[str]:
+def _missed_section(target: Target, shown: dict[int, str]) -> list[str]:
+    """Why a target was missed: the bottleneck at its level (once per level; later targets point back)."""
     out = ["", f"### Missed: {target.name}", ""]
-    if target.level is not None and target.level.breakdown:
-        out += _bottleneck_lines(target.level)
-    if results.notes:
-        out += [""] + [f"- {n}" for n in results.notes]
+    level = target.level
+    if level is not None and level.breakdown:
+        if id(level) in shown:
+            out.append(f'Same level as "{shown[id(level)]}" above.')
+        else:
+            shown[id(level)] = target.name
+            out += _bottleneck_lines(level)
     return out
 
 
@@ -509,9 +513,12 @@ def render_report(results: BenchResults) -> str:
     targets = evaluate(results)
     all_rows = rows(results.levels)
     out = [*_header_section(results.meta), *_load_section(results), *_targets_section(targets)]
+    shown: dict[int, str] = {}
     for target in targets:
         if target.passed is False:
-            out += _missed_section(target, results)
+            out += _missed_section(target, shown)
+    if results.notes:
+        out += [""] + [f"- {n}" for n in results.notes]
     out += _capacity_section(all_rows)
     out += _levels_section(all_rows)
     out += _comparison_section(all_rows)

@@ -33,6 +33,9 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key in names}
 
 
+SPARSE = frozenset({"rate_fractions", "precision_cpu", "accuracy"})  # left out of the JSON while empty
+
+
 @dataclass
 class BenchMeta:
     """How, where and on what a run was measured (None = not recorded)."""
@@ -65,11 +68,10 @@ class BenchMeta:
     accuracy: dict[str, dict[str, int]] = field(default_factory=dict)  # per Triton variant, same requests
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (unrecorded fields left out: None, and empty lists or dicts of newer fields)."""
-        older = {"concurrencies", "serving", "instances"}
+        """JSON-able form (unrecorded fields left out: None, and the :data:`SPARSE` ones while empty)."""
         return {
             key: value for key, value in asdict(self).items()
-            if value is not None and (key in older or (value != [] and value != {}))
+            if value is not None and (key not in SPARSE or (value != [] and value != {}))
         }  # fmt: skip
 
     @classmethod

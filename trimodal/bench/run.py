@@ -68,7 +68,7 @@ class Preset:
 # Full: about 16 minutes on 2 cores (5 server starts, 3 repetitions of 5 closed-loop levels x 8 runners and 6
 # Poisson levels); quick: about 2 minutes.
 FULL = Preset("1,2,4,16,32", 4.0, 1.0, 512, "0.3,0.5,0.6,0.7,0.8,0.9", 6.0, 3, "1,16", 3000)
-QUICK = Preset("1,16", 2.0, 0.5, 128, "0.5,0.7", 3.0, 2, "1", 1000)
+QUICK = Preset("1,16", 1.5, 0.5, 128, "0.5,0.7", 2.5, 2, "1", 1000)
 
 
 @dataclass(frozen=True)
@@ -346,6 +346,8 @@ def compare_answers(run: BenchRun) -> None:
 
 def measure(run: BenchRun, step: Step, saturation_rps: float | None) -> LevelResult | None:
     """One step of the schedule, with the machine's load recorded around it."""
+    from trimodal.bench.baselines import log_level
+
     s = run.settings
     runner = run.runners[step.runner]
     load_1m = os.getloadavg()[0]
@@ -360,6 +362,7 @@ def measure(run: BenchRun, step: Step, saturation_rps: float | None) -> LevelRes
     after = cpuload.sample()
     result.repetition, result.load_1m = step.repetition, round(load_1m, 2)
     result.outside_cores = round(cpuload.outside_cores(before, after), 2)
+    log_level(result)
     if cpuload.busy(result.outside_cores, cores()):
         LOGGER.warning("%s: %.2f cores busy outside the run during this level", step.runner, result.outside_cores)
     return result
