@@ -206,17 +206,23 @@ def _equal_accuracy(meta: BenchMeta) -> tuple[bool, str]:
     )
 
 
+def _at_equal_accuracy(target: Target, meta: BenchMeta) -> Target:
+    """``target`` passed when its ratio reaches the threshold and the two variants' accuracies are equal."""
+    equal, accuracy = _equal_accuracy(meta)
+    target.passed = target.measured >= target.threshold and equal
+    target.detail = f"{target.detail}; {accuracy}"
+    return target
+
+
 def _compression_throughput(results: BenchResults, all_rows: Sequence[Row]) -> Target:
     shipped, padded = best(select(all_rows, "triton")), best(select(all_rows, "triton_fp32pad"))
     if not (shipped and padded):
         return Target(COMPRESSION_THROUGHPUT, NAN, 2.0, None, "not measured")
-    ratio = _ratio(shipped.throughput.median, padded.throughput.median)
-    equal, accuracy = _equal_accuracy(results.meta)
-    return Target(
-        COMPRESSION_THROUGHPUT, ratio, 2.0, ratio >= 2.0 and equal,
-        f"{shipped.throughput.text()}/s ({shipped.label()}) vs {padded.throughput.text()}/s ({padded.label()}); "
-        f"{accuracy}",
-        representative(shipped),
+    return _at_equal_accuracy(
+        Target(COMPRESSION_THROUGHPUT, _ratio(shipped.throughput.median, padded.throughput.median), 2.0, None,
+               f"{shipped.throughput.text()}/s ({shipped.label()}) vs {padded.throughput.text()}/s ({padded.label()})",
+               representative(shipped)),
+        results.meta,
     )  # fmt: skip
 
 
@@ -230,14 +236,10 @@ def _compression_compute(results: BenchResults, all_rows: Sequence[Row]) -> Targ
     if not (on and off):
         return Target(COMPRESSION_COMPUTE, NAN, 3.0, None, "not measured")
     cut, full = compute_per_sample_ms(on, TEXT_ENCODER), compute_per_sample_ms(off, TEXT_ENCODER)
-    ratio = _ratio(full, cut)
-    equal, accuracy = _equal_accuracy(results.meta)
-    return Target(
-        COMPRESSION_COMPUTE, ratio, 3.0, ratio >= 3.0 and equal,
-        f"c={level}: {cut:.2f} vs {full:.2f} ms per sample (Triton statistics: compute per execution / average "
-        f"batch, median of the repetitions); {accuracy}",
-        representative(on),
-    )  # fmt: skip
+    detail = (f"c={level}: {cut:.2f} vs {full:.2f} ms per sample (Triton statistics: compute per execution / "
+              "average batch, median of the repetitions)")  # fmt: skip
+    return _at_equal_accuracy(Target(COMPRESSION_COMPUTE, _ratio(full, cut), 3.0, None, detail, representative(on)),
+                              results.meta)  # fmt: skip
 
 
 def _shipped_target(meta: BenchMeta) -> Target:
