@@ -153,6 +153,43 @@ def machine() -> str:
         f"Python {platform.python_version()}"  # fmt: skip
 
 
+# Seconds seen on 2 cores, only for the ETA: start and warm one server; per-level overhead (clients, snapshots).
+SERVER_START_S = 9.0
+LEVEL_OVERHEAD_S = 0.4
+STAGES: tuple[str, ...] = ("servers", "schedule", "perf")
+
+
+def stage_estimates(settings: BenchSettings) -> dict[str, float]:
+    """Planned seconds of each stage of a run (servers, the interleaved schedule, perf_analyzer), for the ETA."""
+    from trimodal.bench.inprocess import settings_for
+
+    servers = [b for b in settings.baselines if b != "inprocess"]
+    runners = len(servers) + (len(settings_for(cores())) if "inprocess" in settings.baselines else 0)
+    level = settings.warmup_s + settings.duration_s + LEVEL_OVERHEAD_S
+    rate_level = settings.warmup_s + settings.rate_duration_s + 2 * LEVEL_OVERHEAD_S  # + draining the backlog
+    rates = len(settings.rates) if "triton" in settings.baselines else 0
+    per_repetition = len(settings.concurrencies) * runners * level + rates * rate_level
+    perf = 3 * len(settings.pa_concurrencies) * settings.pa_window_ms / 1000 if settings.perf and rates else 0.0
+    return {"servers": SERVER_START_S * len(servers) + 10.0, "schedule": settings.repetitions * per_repetition,
+            "perf": perf}  # fmt: skip
+
+
+def eta_s(planned: dict[str, float], done: Sequence[str], elapsed_s: float) -> float:
+    """Seconds left: the planned seconds of the stages not done, scaled by how far off the plan the done ones ran."""
+    planned_done = sum(planned[name] for name in done)
+    left = sum(seconds for name, seconds in planned.items() if name not in done)
+    pace = elapsed_s / planned_done if planned_done > 0 and elapsed_s > 0 else 1.0
+    return left * pace
+
+
+def log_progress(planned: dict[str, float], done: Sequence[str], elapsed_s: float) -> str:
+    """Log (and return) the progress line: stages done, elapsed, ETA."""
+    line = (f"bench: {len(done)}/{len(planned)} stages done ({', '.join(done) or 'none yet'}), {elapsed_s:.0f} s "
+            f"elapsed, about {eta_s(planned, done, elapsed_s):.0f} s left")  # fmt: skip
+    LOGGER.info("%s", line)
+    return line
+
+
 def cores() -> int:
     """CPU cores of this machine (at least 1)."""
     return os.cpu_count() or 1
@@ -160,8 +197,10 @@ def cores() -> int:
 
 def git_commit() -> str:
     """``<commit>[+dirty]`` of the checkout, or ``?`` outside git."""
+    from trimodal.layout import project_root
+
+    root = project_root()
     try:
-        root = Path(__file__).resolve().parents[2]
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True, timeout=10).stdout.strip()  # fmt: skip
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
@@ -474,13 +513,17 @@ def run_bench(settings: BenchSettings) -> Path:
     """
     from trimodal.bench.report import write_report
 
+    planned = stage_estimates(settings)
     with _run_context(settings) as run, contextlib.ExitStack() as stack:
+        log_progress(planned, [], 0.0)
         start_runners(run, stack)
         run.results.meta.servers_started_s = round(time.monotonic() - run.started, 1)
         compare_answers(run)
         run.save()
+        log_progress(planned, STAGES[:1], time.monotonic() - run.started)
         run_schedule(run)
         record_saturation(run.results)
+        log_progress(planned, STAGES[:2], time.monotonic() - run.started)
         run.results.perf += perf_sweeps(run)
         run.results.meta.load_after = os.getloadavg()[0]
         run.save()
