@@ -1,54 +1,68 @@
-"""The benchmark machinery against the real server: closed loop + statistics API, perf_analyzer, report, plan."""
+"""`trimodal bench`'s quick preset end to end against real servers: interleaved repetitions, open loop, report, plan.
+
+One run of :func:`trimodal.bench.run.run_bench` with the quick preset's levels on a subset of the baselines (Triton
+as configured, the fp32 + padded-text variant, the naive server with ``<cores>`` uvicorn workers, the in-process
+runners): every server up at once, two repetitions interleaved, Poisson levels timed from scheduled send.
+"""
 
 from pathlib import Path
 
 import pytest
 
 from trimodal import contract
-from trimodal.bench import BenchError
-from trimodal.bench.baselines import instance_counts, run_inprocess, run_triton
+from trimodal.bench.aggregate import open_loop_rows, rows
 from trimodal.bench.plan import make_plan
-from trimodal.bench.report import write_report
-from trimodal.bench.results import BenchMeta, BenchResults
-from trimodal.bench.workload import DEFAULT_MIX, build_workload, parse_mix
+from trimodal.bench.results import BenchResults
+from trimodal.bench.run import QUICK, BenchSettings, parse_fractions, parse_ints, run_bench
+from trimodal.bench.workload import DEFAULT_MIX
 from trimodal.layout import Layout
-
-REPOSITORY = Layout.default().repository.root
+from trimodal.triton.install import missing_artifacts
 
 pytestmark = pytest.mark.integration
 
+LAYOUT = Layout.default()
+BASELINES = ("inprocess", "naive_workers", "triton_fp32pad", "triton")
 
-def test_bench_machinery_end_to_end(server, spec, test_split, tmp_path: Path) -> None:
-    from trimodal.bench import perf
 
-    items = build_workload(test_split, parse_mix(DEFAULT_MIX), 64)
-    url = server.config.grpc_url
-    instances = instance_counts(spec)
-    levels = run_triton(url, "triton", spec, items, [1, 8], duration_s=4.0, warmup_s=1.0, instances=instances)
-    # The server's queue policy may time out a request or two on a busy shared machine; answers are validated.
-    assert all(x.errors <= 0.05 * max(1, x.requests) for x in levels), [x.first_error for x in levels]
-    assert all(x.throughput > 0 for x in levels), [x.to_dict() for x in levels]
-    busy = levels[-1].breakdown
-    assert set(contract.ENCODERS) <= set(busy), busy.keys()
-    assert all(busy[m]["avg_batch"] >= 1 and 0 < busy[m]["utilization"] <= 1.05 for m in contract.ENCODERS)
-    levels += run_inprocess(spec, REPOSITORY, items, [1, 8], duration_s=1.0, warmup_s=0.2)
+def test_quick_bench_end_to_end(tmp_path: Path) -> None:
+    missing = missing_artifacts(LAYOUT.repository.root)
+    if missing:
+        pytest.skip(f"model repository not built ({missing[0]} missing): run `make build` first")
+    settings = BenchSettings(
+        out=tmp_path / "run", build_dir=LAYOUT.build.root, repo_dir=LAYOUT.repository.root, baselines=BASELINES,
+        concurrencies=parse_ints(QUICK.concurrency, "c"), duration_s=QUICK.duration_s, warmup_s=QUICK.warmup_s,
+        samples=64, mix=DEFAULT_MIX, rates=parse_fractions(QUICK.rates, "r"),
+        pa_concurrencies=parse_ints(QUICK.pa_concurrency, "pa"), pa_window_ms=QUICK.pa_window_ms, quick=True,
+        repetitions=QUICK.repetitions, rate_duration_s=QUICK.rate_duration_s,
+    )  # fmt: skip
+    report = run_bench(settings).read_text()
+    results = BenchResults.load(settings.out)
 
-    results = BenchResults(meta=BenchMeta(timestamp="test", machine="test"), levels=levels)
-    try:
-        binary, env = perf.find_perf_analyzer(), perf.perf_env(tmp_path / "lib")
-    except BenchError as exc:
-        pytest.skip(f"perf_analyzer unavailable: {exc}")
-    input_json = perf.write_input_data(items, tmp_path / "input.json")
-    level = perf.run_level(url, input_json, tmp_path / "perf", "triton", "concurrency", 2, measurement_ms=1500,
-                           instances=instances, env=env, binary=binary)  # fmt: skip
-    log = (tmp_path / "perf" / "triton_concurrency_2.log").read_text()
-    assert level.throughput > 0 and level.p99_ms > 0, log
-    assert perf._command(binary, url, input_json, tmp_path / "x.csv", "concurrency", 2, 1500)[3:7] == [
-        "-u", url, "-i", "grpc"], "perf_analyzer runs over gRPC, without the admin key"  # fmt: skip
-    assert level.breakdown["fusion_classifier"]["requests"] > 0
-    results.perf.append(level)
+    # every runner at every closed-loop level, once per repetition, repetitions in order (interleaved)
+    closed = [x for x in results.levels if x.mode == "concurrency"]
+    runners = {(x.baseline, x.tool) for x in closed}
+    assert {b for b, _ in runners} == set(BASELINES) and len({t for b, t in runners if b == "inprocess"}) >= 2
+    assert len(closed) == len(runners) * len(settings.concurrencies) * settings.repetitions
+    order = [x.repetition for x in results.levels]
+    assert order == sorted(order) and set(order) == {1, 2}, "repetition 1 of every baseline before repetition 2"
+    assert all(x.errors <= 0.05 * max(1, x.requests) for x in results.levels), [x.first_error for x in results.levels]
+    assert all(x.throughput > 0 and x.outside_cores is not None for x in results.levels)
 
-    report = write_report(tmp_path, results, plots=True).read_text()
-    assert "Triton as configured" in report and (tmp_path / "throughput.png").stat().st_size > 0
+    # open loop: Triton as configured, timed from scheduled send, achieved rate and client lag recorded
+    rates = open_loop_rows(rows(results.levels))
+    assert len(rates) == len(settings.rates) and all(len(r.levels) == settings.repetitions for r in rates)
+    assert all(x.achieved_rps > 0 and x.lag_p99_ms is not None for r in rates for x in r.levels)
+
+    # the shipped configuration vs fp32 + padded text: same answers, less text_encoder compute per sample
+    accuracy = results.meta.accuracy
+    assert accuracy["triton"]["total"] == 64 and accuracy["triton_fp32pad"]["same_label_as_triton"] >= 60
+    busiest = [x for x in closed if x.concurrency == max(settings.concurrencies) and x.baseline.startswith("triton")]
+    per_sample = {x.baseline: x.breakdown["text_encoder"]["compute_ms_per_exec"] / x.breakdown["text_encoder"][
+        "avg_batch"] for x in busiest}  # fmt: skip
+    assert per_sample["triton"] < per_sample["triton_fp32pad"], per_sample
+    assert set(busiest[0].breakdown) >= {*contract.ENCODERS, contract.POSTPROCESS}
+
+    assert "## Targets" in report and "## Open loop (Poisson arrivals)" in report and "[" in report
+    assert (settings.out / "throughput.png").stat().st_size > 0 and results.perf
     plan = make_plan(results, rps=100, p99_ms=10_000)
-    assert plan.replicas >= 1 and plan.instances
+    assert plan.capacity_rps in {r.rate for r in rates} and plan.hpa_target >= 1

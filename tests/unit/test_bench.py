@@ -15,11 +15,11 @@ from trimodal import contract
 from trimodal.bench import BenchError
 from trimodal.bench.baselines import naive_payload, no_batching_spec, render_variant, serving_variant
 from trimodal.bench.commands import app as bench_app
-from trimodal.bench.loadgen import LevelResult, batched_loop, closed_loop, summarize
+from trimodal.bench.loadgen import LevelResult, batched_loop, closed_loop, open_loop, summarize
 from trimodal.bench.perf import level_from_row, parse_csv, write_input_data
 from trimodal.bench.plan import make_plan
 from trimodal.bench.report import evaluate, render_report, write_report
-from trimodal.bench.results import BenchMeta, BenchResults, TuningResult
+from trimodal.bench.results import BenchMeta, BenchResults
 from trimodal.bench.stats import Snapshot, bottleneck, breakdown, parse_statistics
 from trimodal.bench.workload import (
     DEFAULT_MIX,
@@ -190,13 +190,7 @@ def test_serving_variant_merges_model_overrides() -> None:
 def test_render_variant_links_the_artifacts(tmp_path: Path) -> None:
     from trimodal.triton.validate import load_config
 
-    source = tmp_path / "source"
-    for model in contract.ENCODERS:
-        (source / model / "1").mkdir(parents=True)
-        for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
-            (source / model / "1" / name).write_bytes(b"onnx")
-    (source / "preprocess_text" / "1").mkdir(parents=True)
-    (source / "preprocess_text" / "1" / "tokenizer.json").write_text("{}")
+    source = _built_repo(tmp_path / "source")
     target = render_variant(no_batching_spec(load_spec()), source, tmp_path / "variant")
     assert (target / "text_encoder" / "1" / "model.onnx").is_symlink()
     assert (target / "text_encoder" / "1" / "model.int8.onnx").is_symlink()
@@ -205,6 +199,48 @@ def test_render_variant_links_the_artifacts(tmp_path: Path) -> None:
     assert load_config(target / "multimodal" / "config.pbtxt").max_batch_size == 1
     with pytest.raises(BenchError, match="not built"):
         render_variant(load_spec(), tmp_path / "empty", tmp_path / "v2")
+
+
+def _built_repo(root: Path) -> Path:
+    for model in contract.ENCODERS:
+        (root / model / "1").mkdir(parents=True)
+        for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
+            (root / model / "1" / name).write_bytes(b"onnx")
+    (root / "preprocess_text" / "1").mkdir(parents=True)
+    (root / "preprocess_text" / "1" / "tokenizer.json").write_text("{}")
+    return root
+
+
+def test_fp32_padded_variant_renders_trim_padding_false(tmp_path: Path) -> None:
+    from trimodal.bench.baselines import fp32_padded_spec
+    from trimodal.triton.validate import load_config
+
+    source = _built_repo(tmp_path / "source")
+    shipped_spec = load_spec()
+    int8 = shipped_spec.precision.model_copy(
+        update={"cpu": shipped_spec.precision.cpu.model_copy(update={"default": "int8"})}
+    )
+    spec = shipped_spec.model_copy(update={"precision": int8})  # whatever the shipped precision, the variant is fp32
+    padded = fp32_padded_spec(spec)
+    assert {padded.precision.of(m, t) for m in contract.ENCODERS for t in ("cpu", "gpu")} == {"fp32"}
+    shipped = render_variant(spec, source, tmp_path / "shipped")
+    variant = render_variant(padded, source, tmp_path / "padded", trim=False)
+    text = load_config(shipped / "text_encoder" / "configs" / "cpu.pbtxt")
+    assert text.parameters["trim_padding"].string_value == "true"
+    assert text.parameters["onnx_file"].string_value == "model.int8.onnx"
+    text = load_config(variant / "text_encoder" / "configs" / "cpu.pbtxt")
+    assert text.parameters["trim_padding"].string_value == "false"
+    assert text.parameters["onnx_file"].string_value == "model.onnx"
+    image = load_config(variant / "image_encoder" / "configs" / "cpu.pbtxt")
+    assert "trim_padding" not in image.parameters and image.parameters["onnx_file"].string_value == "model.onnx"
+
+
+def test_instance_counts_cover_every_composing_model() -> None:
+    from trimodal.bench.baselines import instance_counts
+
+    counts = instance_counts(load_spec())
+    assert set(counts) == set(contract.MODEL_NAMES) and contract.POSTPROCESS in counts
+    assert len(counts) == len(contract.MODEL_NAMES) == 8  # + the ensemble = the 9 models of the repository
 
 
 # --- perf_analyzer ---------------------------------------------------------------------------------------
@@ -236,54 +272,202 @@ def test_naive_payload_round_trips() -> None:
 
 # --- report and planner ----------------------------------------------------------------------------------
 
+UTIL = {"text_encoder": {"requests": 100, "executions": 10, "avg_batch": 10, "queue_ms": 5, "compute_ms_per_exec": 40,
+        "utilization": 0.9}, "image_encoder": {"requests": 100, "executions": 10, "avg_batch": 10, "queue_ms": 1,
+        "compute_ms_per_exec": 4, "utilization": 0.1}}  # fmt: skip
+PADDED = {"text_encoder": {**UTIL["text_encoder"], "compute_ms_per_exec": 160}}  # 16 ms/sample vs 4 ms
+
 
 def _level(baseline: str, c: int, tput: float, p50: float, p99: float, **kw) -> LevelResult:
     return LevelResult(baseline, c, 100, 0, 10.0, tput, p50, p50 * 1.2, p99, p50, **kw)
 
 
+def _poisson(rate: float, achieved: float, p99: float, repetition: int = 1, errors: int = 0) -> LevelResult:
+    level = _level("triton", 0, achieved, p99 / 3, p99, mode="rate", rate=rate, breakdown=UTIL, repetition=repetition,
+                   achieved_rps=achieved)  # fmt: skip
+    level.errors = errors
+    return level
+
+
 def _results() -> BenchResults:
-    util = {"text_encoder": {"requests": 100, "executions": 10, "avg_batch": 10, "queue_ms": 5, "compute_ms_per_exec":
-            40, "utilization": 0.9}, "image_encoder": {"requests": 100, "executions": 10, "avg_batch": 10,
-            "queue_ms": 1, "compute_ms_per_exec": 4, "utilization": 0.1}}  # fmt: skip
     levels = [
-        _level("inprocess", 1, 50, 20, 22), _level("inprocess", 16, 300, 50, 55),
+        _level("inprocess", 1, 50, 20, 22, tool="t1"), _level("inprocess", 16, 300, 50, 55, tool="t1"),
+        _level("inprocess", 16, 250, 50, 55, tool="t2"),
         _level("naive", 1, 40, 25, 30), _level("naive", 16, 40, 400, 450),
+        _level("naive_workers", 1, 45, 25, 30), _level("naive_workers", 16, 30, 400, 450),
         _level("triton_nobatch", 1, 35, 28, 35), _level("triton_nobatch", 16, 100, 160, 200),
-        _level("triton", 1, 38, 26, 33, breakdown=util), _level("triton", 16, 200, 80, 120, breakdown=util),
+        _level("triton_fp32pad", 16, 90, 160, 200, breakdown=PADDED),
+        _level("triton", 1, 38, 25, 33, breakdown=UTIL), _level("triton", 16, 200, 80, 120, breakdown=UTIL),
+        # a closed-loop level with better numbers than any open-loop one: never a capacity
+        _level("triton", 32, 210, 90, 100, breakdown=UTIL),
+        _poisson(60, 59, 60), _poisson(100, 98, 90), _poisson(140, 139, 110), _poisson(180, 150, 400),
     ]  # fmt: skip
-    perf = [
-        _level("triton", 1, 40, 25, 30, tool="perf_analyzer"),
-        _level("triton", 0, 140, 40, 100, mode="rate", rate=140.0, tool="perf_analyzer", breakdown=util),
-    ]
-    meta = BenchMeta(timestamp="T", machine="test", saturation_rps=200.0, instances={"text_encoder": 1})
-    return BenchResults(meta=meta, levels=levels, perf=perf, tuning=[TuningResult("q0", "{}", "s")])
+    accuracy = {"triton": {"correct": 90, "total": 100},
+                "triton_fp32pad": {"correct": 90, "total": 100, "same_label_as_triton": 99}}  # fmt: skip
+    meta = BenchMeta(timestamp="T", machine="2 CPU cores (test)", instances={"text_encoder": 1}, cores=2,
+                     repetitions=1, stale_configs=[], commit="abc", accuracy=accuracy)  # fmt: skip
+    return BenchResults(meta=meta, levels=levels)
+
+
+def _targets(results: BenchResults) -> dict[str, object]:
+    return {t.name: t for t in evaluate(results)}
 
 
 def test_evaluate_targets() -> None:
-    targets = {t.name.split(" ")[0] + str(t.threshold): t for t in evaluate(_results())}
-    sat = targets["Triton0.8"]
-    assert sat.measured == pytest.approx(200 / 300) and sat.passed is False
-    assert targets["Triton3.0"].measured == 5.0 and targets["Triton3.0"].passed is True
-    assert targets["Dynamic2.0"].measured == 2.0 and targets["Dynamic2.0"].passed is True
-    assert targets["p993.0"].measured == pytest.approx(100 / 25) and targets["p993.0"].passed is False
+    from trimodal.bench import report
+
+    targets = _targets(_results())
+    sat = targets[report.SATURATION_TARGET]
+    assert sat.measured == pytest.approx(210 / 300) and sat.passed is False  # best setting, best level
+    naive = targets[report.NAIVE_TARGET]
+    assert naive.measured == 5.0 and naive.passed is True  # vs the better naive variant at c=16 (40 > 30)
+    assert "each at its best" in naive.detail and "naive_workers 45.0/s (c=1)" in naive.detail
+    assert targets[report.BATCHING_TARGET].measured == 2.0
+    latency = targets[report.COMPRESSION_LATENCY]  # 70% of 210 = 147 -> the 140 req/s level, p50 at c=1 = 25
+    assert latency.measured == pytest.approx(110 / 25) and latency.passed is True
+    assert targets[report.LATENCY_TARGET].passed is False  # same measurement, 3x threshold
+    throughput = targets[report.COMPRESSION_THROUGHPUT]
+    assert throughput.measured == pytest.approx(210 / 90) and throughput.passed is True
+    compute = targets[report.COMPRESSION_COMPUTE]
+    assert compute.measured == pytest.approx(4.0) and compute.passed is True and "c=16" in compute.detail
+    assert targets[report.SHIPPED_TARGET].passed is True
+
+
+def test_compression_targets_need_equal_accuracy_and_achieved_rate() -> None:
+    from trimodal.bench import report
+
+    results = _results()
+    results.meta.accuracy["triton_fp32pad"]["correct"] = 95  # 5 points better uncompressed: not equal
+    results.levels = [x for x in results.levels if x.rate != 140] + [_poisson(140, 120, 110)]  # 86% achieved
+    results.meta.stale_configs = ["text_encoder/configs/cpu.pbtxt"]
+    targets = _targets(results)
+    assert targets[report.COMPRESSION_THROUGHPUT].passed is False
+    assert "NOT equal" in targets[report.COMPRESSION_COMPUTE].detail
+    assert targets[report.COMPRESSION_LATENCY].passed is False  # p99 fine, but the rate was not achieved
+    assert targets[report.SHIPPED_TARGET].passed is False
 
 
 def test_report_names_the_bottleneck_and_writes_files(tmp_path: Path) -> None:
     results = _results()
     text = render_report(results)
-    assert "**MISS**" in text and "PASS" in text and "**text_encoder**" in text and "q0" in text
+    assert "**missed**" in text and "| met |" in text and "**text_encoder**" in text
+    assert "capacity at p99 <= 100 ms: **100 req/s**" in text and "p99 <= 250 ms: **140 req/s**" in text
     write_report(tmp_path, results, plots=False)
-    assert (tmp_path / "report.md").exists() and (tmp_path / "levels.csv").read_text().count("\n") == 11
+    assert (tmp_path / "report.md").exists() and (tmp_path / "levels.csv").read_text().count("\n") == 18
+
+
+def test_median_and_range_over_repetitions() -> None:
+    from trimodal.bench.aggregate import rows, spread
+
+    assert spread([3.0, 1.0, 2.0, float("nan"), None]).text() == "2.0 [1.0-3.0]"
+    assert spread([5.0]).text() == "5.0" and spread([]).text() == "-"
+    levels = [_level("triton", 16, tput, 80, p99, repetition=r) for r, (tput, p99) in
+              enumerate([(200, 120), (180, 300), (210, 110)], 1)]  # fmt: skip
+    levels.append(_level("triton", 1, 40, 25, 30))
+    grouped = rows(levels)
+    assert [(row.concurrency, len(row.levels)) for row in grouped] == [(1, 1), (16, 3)]
+    assert grouped[1].throughput.text() == "200.0 [180.0-210.0]" and grouped[1].p99.median == 120
+    assert "200.0 [180.0-210.0]" in render_report(BenchResults(meta=BenchMeta(cores=2), levels=levels))
+
+
+def test_capacity_comes_from_open_loop_levels_only() -> None:
+    from trimodal.bench.aggregate import capacity, rows
+
+    all_rows = rows(_results().levels)
+    chosen, walked = capacity(all_rows, 115)
+    assert chosen.rate == 140 and chosen.mode == "rate"  # not the closed-loop c=32 (210/s at p99 100 ms)
+    assert len(walked) == 4 and "misses" in walked[-1] and walked[2].endswith("meets")
+    assert capacity(all_rows, 100)[1][-1].endswith("misses: p99")
+    assert capacity(all_rows, 1000)[0].rate == 140  # 180 req/s achieved only 150: not a capacity
+    assert capacity(all_rows, 50)[0] is None
+    errors = rows([*_results().levels, _poisson(100, 98, 90, repetition=2, errors=1)])
+    assert capacity(errors, 115)[0].rate == 60  # one repetition with an error: 100 req/s does not count
 
 
 def test_plan_arithmetic() -> None:
-    plan = make_plan(_results(), rps=500, p99_ms=125)
-    assert plan.capacity_rps == 200 and plan.replicas == math.ceil(500 / (200 * 0.8))
+    plan = make_plan(_results(), rps=500, p99_ms=115)
+    assert plan.capacity_rps == 140 and plan.replicas == math.ceil(500 / (140 * 0.8))
     per_replica = 500 / plan.replicas
-    assert plan.instances["text_encoder"] == math.ceil(0.9 * per_replica / 200 / 0.7)
-    assert any("ceil(" in line for line in plan.lines)
-    with pytest.raises(BenchError, match="lowest measured p99"):
+    assert plan.instances["text_encoder"] == math.ceil(0.9 * per_replica / 139 / 0.7)
+    assert plan.hpa_target == math.floor(0.7 * 140) == 98
+    assert any("requestRate.target" in line and "floor(0.7 * 140) = 98" in line for line in plan.lines)
+    with pytest.raises(BenchError, match="no open-loop level meets"):
         make_plan(_results(), rps=10, p99_ms=5)
+    closed_only = BenchResults(meta=BenchMeta(), levels=[_level("triton", 16, 200, 80, 120)])
+    with pytest.raises(BenchError, match="closed-loop levels hide queueing"):
+        make_plan(closed_only, rps=10, p99_ms=1000)
+
+
+def test_busy_machine_warning() -> None:
+    from trimodal.bench.cpuload import CpuSample, outside_cores
+    from trimodal.bench.report import load_warnings
+
+    assert outside_cores(CpuSample(0, 10, 1), CpuSample(2, 13, 2)) == 1.0  # 3 busy s, 1 ours, over 2 s
+    assert outside_cores(CpuSample(0, 10, 1), CpuSample(2, 10, 3)) == 0.0
+    results = _results()
+    for level in results.levels:
+        level.outside_cores = 0.1
+    results.meta.load_before = 0.4
+    assert load_warnings(results) == [] and "WARNING" not in render_report(results)
+    results.levels[3].outside_cores = 1.5
+    results.meta.load_before = 3.0
+    warnings = load_warnings(results)
+    assert len(warnings) == 2 and "1 of 17 levels" in warnings[1] and "1.50 cores" in warnings[1]
+    assert "WARNING: busy machine" in render_report(results)
+
+
+def test_cpu_time_of_this_run_is_read_from_proc() -> None:
+    from trimodal.bench.cpuload import machine_busy_s, run_cpu_s
+
+    ours = run_cpu_s()
+    sum(i * i for i in range(300_000))  # burn a little CPU
+    assert run_cpu_s() > ours and machine_busy_s() > 0
+    assert run_cpu_s(root=2**22 + 12345) == 0.0  # no such process
+
+
+def test_schedule_interleaves_repetitions_levels_and_baselines() -> None:
+    from trimodal.bench.run import schedule
+
+    steps = schedule(["a", "b", "c"], ["c"], [1, 16], [0.5], repetitions=3)
+    assert len(steps) == 3 * (2 * 3 + 1)
+    first = [(s.repetition, s.mode, s.level, s.runner) for s in steps[:7]]
+    assert first == [(1, "concurrency", 1, "a"), (1, "concurrency", 1, "b"), (1, "concurrency", 1, "c"),
+                     (1, "concurrency", 16, "a"), (1, "concurrency", 16, "b"), (1, "concurrency", 16, "c"),
+                     (1, "rate", 0.5, "c")]  # fmt: skip
+    assert [s.runner for s in steps[7:10]] == ["b", "c", "a"]  # rotated in repetition 2
+    assert [s.repetition for s in steps] == sorted(s.repetition for s in steps)  # never one baseline's block
+
+
+def test_inprocess_settings_use_the_whole_machine() -> None:
+    from trimodal.bench.inprocess import settings_for, split
+
+    names = [s.name for s in settings_for(4)]
+    assert names == ["ORT threads 4 x 1 worker", "ORT threads 1 x 4 workers", "4 processes x ORT threads 1"]
+    assert len(settings_for(1)) == 2  # threads 1 x 1 worker is the same as 1 worker x 1 thread
+    assert split(16, 2, 32) == (2, 8) and split(1, 2, 32) == (1, 1) and split(64, 1, 32) == (1, 32)
+
+
+def test_open_loop_times_latency_from_the_scheduled_send() -> None:
+    import asyncio
+    import time
+
+    items = build_workload(_split(), parse_mix("image=1"), 10)
+
+    async def slow_client(item) -> bool:
+        time.sleep(0.02)  # blocks the event loop: the client itself cannot send more than ~50/s
+        return True
+
+    async def fast(item) -> bool:
+        await asyncio.sleep(0.001)
+        return item.label % 2 == 0
+
+    lagging = asyncio.run(open_loop(slow_client, items, 200, duration_s=0.5, warmup_s=0.1, baseline="x"))
+    assert lagging.mode == "rate" and lagging.rate == 200 and lagging.lag_p99_ms > 100
+    assert lagging.p50_ms > 100  # from scheduled send: the client's lag is latency, not hidden
+    assert not lagging.meets_rate() and lagging.achieved_rps < 0.95 * 200
+    easy = asyncio.run(open_loop(fast, items, 50, duration_s=1.0, warmup_s=0.1, baseline="x"))
+    assert easy.errors == 0 and easy.p99_ms < 50 and easy.meets_rate(0.5)
+    assert 0 < easy.correct < easy.requests  # the answers judged correct are counted
 
 
 # --- results files and the commands ----------------------------------------------------------------------
@@ -293,11 +477,11 @@ COMMITTED = Layout.default().results / "20261129T091905Z"
 
 def test_results_round_trip(tmp_path: Path) -> None:
     results = _results()
-    results.perf[0].p99_ms = float("nan")  # a failed level
+    results.levels[0].p99_ms = float("nan")  # a failed level
     results.save(tmp_path)
     loaded = BenchResults.load(tmp_path)
     assert loaded.to_json() == results.to_json()
-    assert loaded.meta.saturation_rps == 200.0 and loaded.tuning[0].name == "q0"
+    assert loaded.meta.accuracy["triton"]["correct"] == 90 and loaded.levels[-1].achieved_rps == 150
     (tmp_path / "results.json").write_text("{not json")
     with pytest.raises(BenchError, match="cannot read"):
         BenchResults.load(tmp_path)
@@ -310,11 +494,37 @@ def test_committed_results_load_unchanged_and_render_the_committed_report() -> N
     assert render_report(results) == (COMMITTED / "report.md").read_text(encoding="utf-8")
 
 
-def test_plan_command_reads_the_committed_results() -> None:
-    runner = CliRunner()
-    result = runner.invoke(bench_app, ["plan", "--rps", "500", "--p99-ms", "1000", "--results", str(COMMITTED)])
+def test_plan_refuses_results_without_open_loop_levels() -> None:
+    result = CliRunner().invoke(bench_app, ["plan", "--rps", "500", "--p99-ms", "1000", "--results", str(COMMITTED)])
+    assert result.exit_code == 1 and "closed-loop levels hide queueing" in result.output  # the pre-method run
+
+
+def test_plan_command_prints_the_arithmetic(tmp_path: Path) -> None:
+    _results().save(tmp_path)
+    result = CliRunner().invoke(bench_app, ["plan", "--rps", "500", "--p99-ms", "115", "--results", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "replica(s); instances per replica:" in result.output and "ceil(" in result.output
+    assert "X = 140 req/s" in result.output and "requestRate.target" in result.output
+    as_json = CliRunner().invoke(bench_app, ["plan", "--rps", "500", "--p99-ms", "115", "--results", str(tmp_path),
+                                             "--json"])  # fmt: skip
+    assert json.loads(as_json.output)["hpa_request_rate_target"] == 98
+
+
+def test_chart_request_rate_target_is_the_plan_of_the_newest_results() -> None:
+    """The chart's per-pod request-rate target = `trimodal plan --p99-ms 250` on the newest committed results."""
+    import yaml
+
+    from trimodal.bench.plan import CHART_P99_MS, latest_results, plan_from_folder
+
+    folder = latest_results(Layout.default().results)
+    try:
+        plan = plan_from_folder(folder, rps=500, p99_ms=CHART_P99_MS)
+    except BenchError as exc:
+        if "closed-loop levels hide queueing" in str(exc):
+            pytest.skip(f"{folder.name} predates the open-loop method: commit a `trimodal bench` run")
+        raise
+    values = yaml.safe_load((Layout.default().deploy / "helm" / "trimodal" / "values.yaml").read_text())
+    assert int(values["autoscaling"]["metrics"]["requestRate"]["target"]) == plan.hpa_target, plan.lines
 
 
 @pytest.mark.parametrize(

@@ -62,14 +62,21 @@ def test_admin_key_help_names_the_http_header_and_the_grpc_metadata_key(monkeypa
     assert "admin-key" in result.output and "triton-grpc-protocol-admin-key" in result.output
 
 
-def test_plan_json() -> None:
-    result = CliRunner().invoke(
-        app, ["plan", "--rps", "500", "--p99-ms", "1000", "--results", str(COMMITTED), "--json"]
-    )
+def test_plan_json(tmp_path: Path) -> None:
+    from trimodal.bench.loadgen import LevelResult
+    from trimodal.bench.results import BenchMeta, BenchResults
+
+    busy = {"text_encoder": {"utilization": 0.5}}
+    levels = [LevelResult("triton", 0, 500, 0, 5.0, rate * 0.99, 20, 30, p99, 25, mode="rate", rate=rate,
+                          breakdown=busy, repetition=1, achieved_rps=rate * 0.99)
+              for rate, p99 in ((50.0, 80.0), (100.0, 400.0), (150.0, 2000.0))]  # fmt: skip
+    BenchResults(meta=BenchMeta(timestamp="T"), levels=levels).save(tmp_path)
+    result = CliRunner().invoke(app, ["plan", "--rps", "500", "--p99-ms", "1000", "--results", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
-    assert payload["replicas"] >= 1 and payload["instances"] and any("ceil(" in line for line in payload["arithmetic"])
-    assert payload["level"]["throughput"] > 0
+    assert payload["replicas"] == 7 and payload["instances"] and any("ceil(" in line for line in payload["arithmetic"])
+    assert payload["capacity_rps"] == 100 and payload["hpa_request_rate_target"] == 70
+    assert payload["level"]["mode"] == "rate" and payload["level"]["throughput"] > 0
 
 
 def test_render_check_json() -> None:
@@ -103,13 +110,16 @@ def _settings(preset, **overrides) -> BenchSettings:
 
 
 def test_stage_estimates_follow_the_settings() -> None:
-    quick = stage_estimates(_settings(QUICK, quick=True, tune=False))
-    assert list(quick) == ["inprocess", "naive", "triton_nobatch", "triton"]
-    assert quick["inprocess"] == 4 * (QUICK.warmup_s + QUICK.duration_s)
-    assert quick["triton"] > quick["naive"], "perf_analyzer levels add to the triton stage"
-    full = stage_estimates(_settings(FULL, tune=True))
+    from trimodal.bench.baselines import BASELINES
+
+    quick = stage_estimates(_settings(QUICK, quick=True, repetitions=QUICK.repetitions))
+    assert list(quick) == ["servers", "schedule", "perf"] and quick["perf"] > 0
+    assert quick["schedule"] > QUICK.repetitions * 2 * 4 * (QUICK.warmup_s + QUICK.duration_s)
+    full = stage_estimates(_settings(FULL, baselines=BASELINES, rates=(0.3, 0.5, 0.6, 0.7, 0.8, 0.9),
+                                     rate_duration_s=FULL.rate_duration_s, repetitions=FULL.repetitions))  # fmt: skip
     assert sum(full.values()) > 3 * sum(quick.values())
-    assert list(stage_estimates(_settings(QUICK, baselines=("triton",)))) == ["triton"]
+    assert sum(full.values()) < 18 * 60, "the full run must fit the 20-minute budget on 2 cores"
+    assert stage_estimates(_settings(QUICK, baselines=("naive",)))["perf"] == 0, "perf_analyzer needs triton"
 
 
 def test_eta_scales_with_the_pace_so_far(caplog) -> None:

@@ -21,7 +21,7 @@ LOGGER = logging.getLogger(__name__)
 
 app = typer.Typer(add_completion=False, help="Benchmarks and the capacity planner.")
 
-ALL_BASELINES = "inprocess,naive,triton_nobatch,triton"
+ALL_BASELINES = "inprocess,naive,naive_workers,triton_nobatch,triton_fp32pad,triton"
 
 
 def _stamp(quick: bool) -> str:
@@ -30,7 +30,7 @@ def _stamp(quick: bool) -> str:
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="Short sweep (under 5 minutes on 2 cores).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Short run (about 2 minutes on 2 cores; full: ~16).")] = False,
     out: Annotated[Path | None, typer.Option(help="Results folder (default benchmarks/results/<timestamp>).")] = None,
     baselines: Annotated[str, typer.Option(help=f"Comma-separated subset of {ALL_BASELINES}.")] = ALL_BASELINES,
     concurrency: Annotated[str | None, typer.Option(help="Concurrency levels, e.g. 1,4,16,32.")] = None,
@@ -38,14 +38,21 @@ def bench(
     warmup: Annotated[float | None, typer.Option(help="Warm-up seconds per level.")] = None,
     samples: Annotated[int | None, typer.Option(help="Distinct test-split requests in the workload.")] = None,
     mix: Annotated[str | None, typer.Option(envvar="TRIMODAL_MIX", help="Modality-subset weights.")] = None,
-    perf: Annotated[bool, typer.Option(help="Run the perf_analyzer sweeps.")] = True,
-    rates: Annotated[str | None, typer.Option(help="Poisson rates as fractions of saturation, e.g. 0.5,0.7.")] = None,
-    tune: Annotated[bool | None, typer.Option(help="Compare serving variants (default: on unless --quick).")] = None,
+    perf: Annotated[bool, typer.Option(help="Cross-check with perf_analyzer's concurrency levels.")] = True,
+    rates: Annotated[
+        str | None, typer.Option(help="Poisson rates as fractions of the saturation probe, e.g. 0.5,0.7.")
+    ] = None,
+    rate_duration: Annotated[float | None, typer.Option(help="Measured seconds per Poisson level.")] = None,
+    repetitions: Annotated[int | None, typer.Option(min=1, help="Measurements of each level (interleaved).")] = None,
     spec: SpecOption = None,
     build_dir: BuildDirOption = None,
     repository: RepoOption = None,
 ) -> None:
-    """Benchmark Triton against the in-process, naive and no-batching baselines; write report.md and plots."""
+    """Benchmark Triton against the in-process bound, the naive server and its variants; write report.md and plots.
+
+    Every server is started first; each level is then measured ``--repetitions`` times, the baselines
+    interleaved; capacity and latency targets come from open-loop (Poisson) levels only.
+    """
     from trimodal.bench.run import FULL, QUICK, BenchSettings, parse_baselines, parse_fractions, parse_ints, run_bench
     from trimodal.bench.workload import DEFAULT_MIX
 
@@ -61,7 +68,7 @@ def bench(
             rates=parse_fractions(rates or preset.rates, "--rates"),
             pa_concurrencies=parse_ints(preset.pa_concurrency, "perf_analyzer concurrency"),
             pa_window_ms=preset.pa_window_ms, spec_path=spec, quick=quick, perf=perf,
-            tune=(not quick) if tune is None else tune,
+            repetitions=repetitions or preset.repetitions, rate_duration_s=rate_duration or preset.rate_duration_s,
         )  # fmt: skip
         report = run_bench(settings)
     typer.echo(report.read_text(encoding="utf-8"))
@@ -77,7 +84,7 @@ def plan(
     utilization: Annotated[float, typer.Option(help="Target busy fraction per model instance.")] = 0.7,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
 ) -> None:
-    """Replicas and per-model instance counts for a target load under a p99 target, with the arithmetic."""
+    """Replicas, per-model instances and the chart's per-pod request-rate target, from open-loop levels only."""
     from trimodal.bench.plan import latest_results, plan_from_folder
 
     with clean_errors():
@@ -88,8 +95,9 @@ def plan(
         typer.echo(json.dumps({
             "results": str(folder), "rps": rps, "p99_ms": p99_ms, "replicas": answer.replicas,
             "capacity_rps": answer.capacity_rps, "instances": dict(sorted(answer.instances.items())),
-            "level": {"baseline": level.baseline, "concurrency": level.concurrency, "throughput": level.throughput,
-                      "p99_ms": level.p99_ms},
+            "hpa_request_rate_target": answer.hpa_target,
+            "level": {"baseline": level.baseline, "mode": level.mode, "rate": level.rate,
+                      "throughput": level.throughput, "p99_ms": level.p99_ms},
             "arithmetic": answer.lines,
         }))  # fmt: skip
         return

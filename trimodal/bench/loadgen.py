@@ -1,9 +1,16 @@
-"""Closed-loop load generation and latency statistics shared by every baseline.
+"""Closed- and open-loop load generation and latency statistics shared by every baseline.
 
-A level = one concurrency for a fixed duration: ``concurrency`` workers each send a request, wait for the
-validated answer and send the next (no think time). Requests that finish during the warm-up are not counted.
-The in-process pipeline has no requests: it runs batches of ``concurrency`` samples back to back (what a
-batching server would form from that many requests in flight), and each sample's latency is its batch's.
+Closed loop: a level = one concurrency for a fixed duration: ``concurrency`` workers each send a request, wait
+for the validated answer and send the next (no think time). Requests that finish during the warm-up are not
+counted. Closed-loop latency hides queueing (a slow answer delays the next send: coordinated omission), so
+capacity and latency targets come from the open loop only.
+
+Open loop (:func:`open_loop`): requests are sent at Poisson arrival times regardless of answers, and each
+request's latency is timed from its **scheduled** send, so a client that falls behind shows up as latency;
+the level also records how late the sends went out (``lag_*``) and the achieved vs offered rate.
+
+The in-process pipeline has no requests: it runs batches of samples back to back (what a batching server
+would form from that many requests in flight) in one or more workers, and each sample's latency is its batch's.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,6 +30,11 @@ from trimodal.bench.workload import WorkItem
 LOGGER = logging.getLogger(__name__)
 
 PERCENTILES: tuple[int, ...] = (50, 95, 99)
+
+
+OPTIONAL_FIELDS = frozenset(
+    {"repetition", "achieved_rps", "lag_p99_ms", "lag_max_ms", "load_1m", "outside_cores", "correct"}
+)
 
 
 @dataclass
@@ -43,10 +56,23 @@ class LevelResult:
     tool: str = "loadgen"  # loadgen | perf_analyzer
     first_error: str | None = None
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
+    repetition: int | None = None  # 1..repetitions of the same level in one run (None: older runs, one each)
+    achieved_rps: float | None = None  # open loop: successful answers per second inside the window
+    lag_p99_ms: float | None = None  # open loop: p99 of (actual send - scheduled send), the client's own lag
+    lag_max_ms: float | None = None
+    load_1m: float | None = None  # os.getloadavg()[0] just before the level
+    outside_cores: float | None = None  # CPU cores busy with processes outside this run during the level
+    correct: int | None = None  # answers whose label matched the sample's class (when checked)
+
+    def meets_rate(self, min_fraction: float = 0.95) -> bool:
+        """Open loop: no errors and the achieved rate >= ``min_fraction`` of the offered (False for closed loop)."""
+        if self.mode != "rate" or not self.rate or self.achieved_rps is None:
+            return False
+        return self.errors == 0 and self.achieved_rps >= min_fraction * self.rate
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-able form."""
-        return asdict(self)
+        """JSON-able form (the fields added with repetitions and the open loop are left out when not recorded)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in OPTIONAL_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> LevelResult:
@@ -89,7 +115,7 @@ def summarize(
 
 
 async def closed_loop(
-    call: Callable[[WorkItem], Awaitable[None]],
+    call: Callable[[WorkItem], Awaitable[object]],
     items: Sequence[WorkItem],
     concurrency: int,
     duration_s: float,
@@ -99,7 +125,8 @@ async def closed_loop(
     """Run ``concurrency`` workers that call ``call(item)`` back to back for ``warmup_s + duration_s``.
 
     Args:
-        call: sends one request and validates the answer (raises on failure).
+        call: sends one request and validates the answer (raises on failure); returns True when the
+            answer's label is the item's class (counted in ``correct``).
         items: the workload (worker ``w`` starts at item ``w`` and strides by ``concurrency``).
         concurrency: workers.
         duration_s: measured seconds.
@@ -114,11 +141,11 @@ async def closed_loop(
     measure_from = start + warmup_s
     stop_at = measure_from + duration_s
     latencies: list[float] = []
-    errors = completed = 0
+    errors = completed = correct = 0
     first_error: str | None = None
 
     async def worker(offset: int) -> None:
-        nonlocal errors, first_error, completed
+        nonlocal errors, first_error, completed, correct
         index = offset
         while loop.time() < stop_at:
             item = items[index % len(items)]
@@ -126,7 +153,7 @@ async def closed_loop(
             sent = time.perf_counter()
             sent_loop = loop.time()
             try:
-                await call(item)
+                answer = await call(item)
             except Exception as exc:  # every failure is counted, the first one is kept for the report
                 if sent_loop >= measure_from:
                     errors += 1
@@ -138,9 +165,142 @@ async def closed_loop(
                 completed += 1  # throughput: every completion inside the window
                 if sent_loop >= measure_from:
                     latencies.append(time.perf_counter() - sent)
+                    correct += answer is True
 
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return summarize(baseline, concurrency, latencies, errors, duration_s, samples=completed, first_error=first_error)
+    result = summarize(baseline, concurrency, latencies, errors, duration_s, samples=completed, first_error=first_error)
+    result.correct = correct
+    return result
+
+
+async def open_loop(
+    call: Callable[[WorkItem], Awaitable[object]],
+    items: Sequence[WorkItem],
+    rate_rps: float,
+    duration_s: float,
+    warmup_s: float,
+    baseline: str,
+    seed: int = 0,
+) -> LevelResult:
+    """Send requests at Poisson arrivals of ``rate_rps`` for ``warmup_s + duration_s``, regardless of answers.
+
+    Latency is timed from each request's scheduled send (no coordinated omission); requests scheduled in the
+    measured window count, and the call returns once each has an answer or failed (``call`` carries the
+    deadline). ``achieved_rps`` = successful answers inside the window / its length.
+
+    Args:
+        call: sends one request and validates the answer (raises on failure).
+        items: the workload (round-robin).
+        rate_rps: offered requests per second.
+        duration_s: measured seconds.
+        warmup_s: seconds sent before measuring.
+        baseline: name for the result.
+        seed: seed of the arrival times.
+
+    Returns:
+        The level (``mode="rate"``, ``rate`` = offered, ``concurrency`` 0).
+    """
+    rng = random.Random(seed)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    measure_from, stop_at = t0 + warmup_s, t0 + warmup_s + duration_s
+    latencies: list[float] = []
+    lags: list[float] = []
+    errors = completed = correct = 0
+    first_error: str | None = None
+
+    async def one(item: WorkItem, scheduled: float) -> None:
+        nonlocal errors, completed, correct, first_error
+        counted = scheduled >= measure_from
+        if counted:
+            lags.append(max(0.0, loop.time() - scheduled))
+        try:
+            answer = await call(item)
+        except Exception as exc:  # every failure is counted, the first one is kept for the report
+            if counted:
+                errors += 1
+                first_error = first_error or f"{type(exc).__name__}: {exc}"[:300]
+            return
+        finished = loop.time()
+        completed += measure_from <= finished <= stop_at
+        if counted:
+            latencies.append(finished - scheduled)
+            correct += answer is True
+
+    tasks = []
+    scheduled, index = t0, 0
+    while scheduled < stop_at:
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(items[index % len(items)], scheduled)))
+        index += 1
+        scheduled += rng.expovariate(rate_rps)
+    await asyncio.gather(*tasks)
+    result = summarize(baseline, 0, latencies, errors, duration_s, samples=completed, first_error=first_error)
+    result.mode, result.rate, result.achieved_rps = "rate", round(rate_rps, 2), result.throughput
+    result.correct = correct
+    if lags:
+        lag_ms = np.asarray(lags) * 1000.0
+        result.lag_p99_ms, result.lag_max_ms = float(np.percentile(lag_ms, 99)), float(lag_ms.max())
+    return result
+
+
+@dataclass
+class BatchRun:
+    """What one in-process worker measured (picklable, so worker processes can return it)."""
+
+    latencies: list[float] = field(default_factory=list)
+    samples: int = 0
+    errors: int = 0
+    first_error: str | None = None
+
+
+def run_batches(
+    classify: Callable[[Sequence[WorkItem]], None], items: Sequence[WorkItem], batch: int, duration_s: float,
+    warmup_s: float, offset: int = 0,
+) -> BatchRun:  # fmt: skip
+    """Run ``classify(batch of items)`` back to back in the calling thread for ``warmup_s + duration_s``.
+
+    Args:
+        classify: classifies and validates one batch.
+        items: the workload (starting at ``offset``).
+        batch: samples per call.
+        duration_s: measured seconds.
+        warmup_s: seconds before measuring.
+        offset: first item.
+
+    Returns:
+        Per-sample latencies (each sample's is its batch's) and samples completed inside the window.
+    """
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup_s, start + warmup_s + duration_s
+    run = BatchRun()
+    index = offset
+    while time.perf_counter() < stop_at:
+        chunk = [items[(index + k) % len(items)] for k in range(batch)]
+        index += batch
+        sent = time.perf_counter()
+        try:
+            classify(chunk)
+        except Exception as exc:  # counted like a server error
+            if sent >= measure_from:
+                run.errors += batch
+                run.first_error = run.first_error or f"{type(exc).__name__}: {exc}"[:300]
+            continue
+        finished = time.perf_counter()
+        if sent >= measure_from and finished <= stop_at:
+            run.latencies.extend([finished - sent] * batch)
+            run.samples += batch
+    return run
+
+
+def merge_batches(runs: Sequence[BatchRun], baseline: str, concurrency: int, duration_s: float) -> LevelResult:
+    """One level from the workers that ran side by side over the same window."""
+    latencies = [x for run in runs for x in run.latencies]
+    first_error = next((run.first_error for run in runs if run.first_error), None)
+    errors, samples = sum(run.errors for run in runs), sum(run.samples for run in runs)
+    return summarize(baseline, concurrency, latencies, errors, duration_s, samples=samples, first_error=first_error)
 
 
 def batched_loop(
@@ -151,7 +311,7 @@ def batched_loop(
     warmup_s: float,
     baseline: str,
 ) -> LevelResult:
-    """Run ``classify(batch of items)`` back to back in this thread (the in-process bound).
+    """Run ``classify(batch of items)`` back to back in this thread (one in-process worker).
 
     Args:
         classify: classifies and validates one batch.
@@ -164,24 +324,4 @@ def batched_loop(
     Returns:
         The level result (throughput in samples per second; each sample's latency is its batch's).
     """
-    start = time.perf_counter()
-    measure_from, stop_at = start + warmup_s, start + warmup_s + duration_s
-    latencies: list[float] = []
-    errors, samples, index = 0, 0, 0
-    first_error: str | None = None
-    while time.perf_counter() < stop_at:
-        chunk = [items[(index + k) % len(items)] for k in range(batch)]
-        index += batch
-        sent = time.perf_counter()
-        try:
-            classify(chunk)
-        except Exception as exc:  # counted like a server error
-            if sent >= measure_from:
-                errors += batch
-                first_error = first_error or f"{type(exc).__name__}: {exc}"[:300]
-            continue
-        finished = time.perf_counter()
-        if sent >= measure_from and finished <= stop_at:
-            latencies.extend([finished - sent] * batch)
-            samples += batch
-    return summarize(baseline, batch, latencies, errors, duration_s, samples=samples, first_error=first_error)
+    return merge_batches([run_batches(classify, items, batch, duration_s, warmup_s)], baseline, batch, duration_s)

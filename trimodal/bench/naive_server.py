@@ -1,12 +1,13 @@
-"""The baseline a user might write instead of Triton: FastAPI + uvicorn + PyTorch eager, one request at a time.
+"""The baseline a user might write instead of Triton: FastAPI + uvicorn + PyTorch eager, as users write it.
 
 Same weights (``build/checkpoints``, loaded by :mod:`trimodal.training.export`), same flow as every other
 in-process runner (:mod:`trimodal.runtime.pipeline`: preprocessing, refusal of all-empty samples, encoders,
-fusion) with the torch models behind its ``infer``, same answer (class probabilities). The handler is
-``async`` and runs the models inline, so uvicorn's single worker serves exactly one request at a time: no
-batching, no overlap. That is deliberate (it is the naive server); the benchmark does not tune it.
+fusion) with the torch models behind its ``infer``, same answer (class probabilities). The endpoint is a plain
+``def`` (FastAPI runs it in Starlette's thread pool, so requests overlap; torch releases the GIL), torch keeps
+its default intra-op threads (one per core), one sample per request (no batching). ``--workers N`` runs N
+uvicorn worker processes, each with its own models, as the FastAPI docs suggest for using every core.
 
-    python -m trimodal.bench.naive_server --port 8100 [--build-dir build] [--spec pipeline.yaml] [--torch-threads 1]
+    python -m trimodal.bench.naive_server --port 8100 [--workers 2] [--build-dir build] [--spec pipeline.yaml]
 
 API: ``POST /classify`` with ``{"image": base64|null, "text": str|null, "audio": base64|null}`` ->
 ``{"probabilities": [...], "label": name}``; ``GET /health`` -> 200 when loaded.
@@ -130,8 +131,8 @@ def create_app(spec: PipelineSpec, build_dir: Path, repo_dir: Path) -> Any:
         return {"status": "ok"}
 
     @app.post("/classify")
-    async def classify(request: ClassifyRequest) -> dict[str, Any]:
-        # Inline on the event loop on purpose: one request at a time, like the naive server it stands for.
+    def classify(request: ClassifyRequest) -> dict[str, Any]:
+        # A sync endpoint: Starlette runs it in its thread pool, as most FastAPI model servers do.
         try:
             probabilities = model.classify(*_decode(request))
         except (TrimodalError, ValueError) as exc:
@@ -142,6 +143,24 @@ def create_app(spec: PipelineSpec, build_dir: Path, repo_dir: Path) -> Any:
     return app
 
 
+ENV_PREFIX = "TRIMODAL_NAIVE_"  # how the uvicorn workers learn the folders (they import the app factory)
+
+
+def app_from_env() -> Any:
+    """The app, with the spec, build folder and repository from ``TRIMODAL_NAIVE_*`` (uvicorn's factory)."""
+    import os
+
+    from trimodal.spec import load_spec
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    spec_path = os.environ.get(f"{ENV_PREFIX}SPEC") or None
+    layout = Layout.default(
+        build_dir=Path(os.environ[f"{ENV_PREFIX}BUILD"]), repository=Path(os.environ[f"{ENV_PREFIX}REPOSITORY"]),
+        spec=Path(spec_path) if spec_path else None,
+    )  # fmt: skip
+    return create_app(load_spec(layout.spec), layout.build.root, layout.repository.root)
+
+
 cli = typer.Typer(add_completion=False, help="The naive FastAPI + PyTorch eager baseline server.")
 
 
@@ -149,31 +168,23 @@ cli = typer.Typer(add_completion=False, help="The naive FastAPI + PyTorch eager 
 def main(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8100,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
     build_dir: BuildDirOption = None,
     repository: RepoOption = None,
     spec: SpecOption = None,
-    torch_threads: Annotated[
-        int,
-        typer.Option(
-            help="torch intra-op threads (1 = the same per-model thread budget as the Triton CPU instances; torch's "
-            "default of one OpenMP thread per core collapses when the cores are shared with a load generator)"
-        ),
-    ] = 1,
 ) -> None:
-    """Serve the naive baseline with uvicorn (one worker) on 127.0.0.1."""
+    """Serve the naive baseline with uvicorn on 127.0.0.1 (torch's default threads in every worker)."""
+    import os
+
     import uvicorn
 
-    from trimodal.spec import load_spec
-
-    if torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(torch_threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with clean_errors():
         layout = Layout.default(build_dir=build_dir, repository=repository, spec=spec)
-        app = create_app(load_spec(layout.spec), layout.build.root, layout.repository.root)
-    uvicorn.run(app, host=host, port=port, workers=1, log_level="warning", access_log=False)
+    os.environ[f"{ENV_PREFIX}BUILD"] = str(layout.build.root)
+    os.environ[f"{ENV_PREFIX}REPOSITORY"] = str(layout.repository.root)
+    os.environ[f"{ENV_PREFIX}SPEC"] = str(spec or "")
+    uvicorn.run("trimodal.bench.naive_server:app_from_env", factory=True, host=host, port=port, workers=max(1, workers),
+                log_level="warning", access_log=False)  # fmt: skip
 
 
 if __name__ == "__main__":

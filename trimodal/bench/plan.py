@@ -2,11 +2,16 @@
 
 From a results folder of ``trimodal bench``:
 
-1. per-replica capacity ``X`` = the highest measured throughput of Triton as configured among the levels whose
-   p99 <= the target (closed-loop levels, perf_analyzer concurrency levels and Poisson-rate levels);
+1. per-replica capacity ``X`` = the highest **offered Poisson rate** of Triton as configured whose median p99,
+   timed from each request's scheduled send, meets the target, with every repetition achieving >= 95% of the
+   rate without errors (:func:`trimodal.bench.aggregate.capacity`). Closed-loop levels are never used: a
+   closed-loop client waits for answers before sending, so its p99 hides the queueing (coordinated omission);
 2. ``replicas = ceil(R / (X * headroom))`` (headroom keeps spare capacity for spikes and for losing one replica);
-3. per model ``m`` at that level: busy instances ``b_m = utilization_m * instances_m``; at the planned per-replica
-   load ``r = R / replicas`` they become ``b_m * r / X``; ``instances_m = max(1, ceil(b_m * r / X / u_target))``.
+3. per model ``m`` at that level (served throughput ``T``): busy instances ``b_m = utilization_m * instances_m``;
+   at the planned per-replica load ``r = R / replicas`` they become ``b_m * r / T``;
+   ``instances_m = max(1, ceil(b_m * r / T / u_target))``;
+4. the chart's request-rate target per pod (``autoscaling.metrics.requestRate.target``) = ``floor(0.7 * X)``:
+   a replica is added before one reaches 70% of its capacity.
 
 The numbers hold for the hardware the results were measured on; measure on the target machine to plan for it.
 """
@@ -18,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trimodal.bench.aggregate import Row, capacity, open_loop_rows, rows
 from trimodal.bench.loadgen import LevelResult
 from trimodal.bench.results import RESULTS_FILE, BenchResults
 from trimodal.contract import ENSEMBLE
@@ -27,6 +33,8 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_HEADROOM = 0.8
 DEFAULT_TARGET_UTILIZATION = 0.7
+HPA_FRACTION = 0.7  # the chart's per-pod request-rate target, as a fraction of the planned capacity
+CHART_P99_MS = 250.0  # the p99 target the chart's request-rate target is planned for
 
 
 @dataclass
@@ -38,6 +46,7 @@ class Plan:
     level: LevelResult
     instances: dict[str, int]
     lines: list[str] = field(default_factory=list)
+    hpa_target: int = 0  # autoscaling.metrics.requestRate.target per pod
 
 
 def latest_results(root: Path) -> Path:
@@ -52,11 +61,6 @@ def latest_results(root: Path) -> Path:
     return folders[-1]
 
 
-def _describe(level: LevelResult) -> str:
-    where = f"Poisson {level.rate:g} req/s" if level.mode == "rate" else f"concurrency {level.concurrency}"
-    return f"{where} ({level.tool})"
-
-
 def _check_arguments(rps: float, p99_ms: float, headroom: float, target_utilization: float) -> None:
     if rps <= 0 or p99_ms <= 0:
         raise BenchError(f"--rps and --p99-ms must be > 0 (got {rps:g}, {p99_ms:g})")
@@ -64,27 +68,31 @@ def _check_arguments(rps: float, p99_ms: float, headroom: float, target_utilizat
         raise BenchError("headroom and target utilization must lie in (0, 1]")
 
 
-def capacity_level(results: BenchResults, p99_ms: float) -> LevelResult:
-    """The level of Triton as configured with the highest throughput whose p99 meets the target.
+def capacity_row(results: BenchResults, p99_ms: float) -> tuple[Row, list[str]]:
+    """The open-loop row of Triton as configured that sets the capacity, and the rates walked.
 
     Raises:
-        BenchError: if Triton was not measured, or no level meets the target.
+        BenchError: if there is no open-loop level timed from scheduled send, or the lowest rate misses.
     """
-    candidates = [
-        x for x in [*results.levels, *results.perf]
-        if x.baseline == "triton" and x.throughput > 0 and not math.isnan(x.p99_ms)
-    ]  # fmt: skip
-    if not candidates:
-        raise BenchError("the results hold no level of Triton as configured")
-    meeting = [x for x in candidates if x.p99_ms <= p99_ms]
-    if not meeting:
-        best = min(candidates, key=lambda x: x.p99_ms)
+    all_rows = rows(results.levels)
+    if not open_loop_rows(all_rows):
         raise BenchError(
-            f"no measured level meets p99 <= {p99_ms:g} ms (the lowest measured p99 is {best.p99_ms:.1f} ms at "
-            f"{_describe(best)}): more replicas cannot lower latency below one replica's; tune the pipeline or use "
-            "faster hardware"
+            "the results hold no open-loop (Poisson) level of Triton as configured timed from scheduled send: "
+            "re-run `trimodal bench` (closed-loop levels hide queueing and are not used for capacity)"
         )
-    return max(meeting, key=lambda x: x.throughput)
+    chosen, walked = capacity(all_rows, p99_ms)
+    if chosen is None:
+        raise BenchError(
+            f"no open-loop level meets p99 <= {p99_ms:g} ms:\n" + "\n".join(walked) + "\nmore replicas cannot "
+            "lower latency below one replica's; tune the pipeline, use faster hardware or measure lower rates"
+        )
+    return chosen, walked
+
+
+def _median_level(row: Row) -> LevelResult:
+    """The repetition with the median p99 (its breakdown explains the row)."""
+    ordered = sorted(row.levels, key=lambda x: x.p99_ms)
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def _instances(
@@ -95,7 +103,8 @@ def _instances(
         return {}, ["no per-model breakdown at that level: keep the configured instance counts"]
     capacity = level.throughput
     instances: dict[str, int] = {}
-    lines = [f"instances per model = max(1, ceil(utilization * instances_now * r / X / {target_utilization:g})):"]
+    lines = [f"instances per model = max(1, ceil(utilization * instances_now * r / T / {target_utilization:g})), "
+             f"T = {capacity:.1f} req/s served at that level:"]  # fmt: skip
     for model, row in sorted(level.breakdown.items()):
         if model == ENSEMBLE:
             continue
@@ -130,8 +139,9 @@ def make_plan(
         BenchError: for invalid arguments or a p99 target no measured level meets.
     """
     _check_arguments(rps, p99_ms, headroom, target_utilization)
-    level = capacity_level(results, p99_ms)
-    capacity = level.throughput
+    row, walked = capacity_row(results, p99_ms)
+    level = _median_level(row)
+    capacity = float(row.rate or 0.0)
     usable = capacity * headroom
     replicas = max(1, math.ceil(rps / usable))
     per_replica = rps / replicas
@@ -139,8 +149,11 @@ def make_plan(
     lines = [
         f"results: {meta.timestamp or '?'} on {meta.machine}",
         f"target: {rps:g} req/s with p99 <= {p99_ms:g} ms",
-        f"per-replica capacity X = {capacity:.1f} req/s: the highest throughput with p99 <= {p99_ms:g} ms "
-        f"({_describe(level)}, p99 {level.p99_ms:.1f} ms)",
+        f"open-loop (Poisson) levels of Triton as configured, {len(row.levels)} repetition(s) each, p99 from "
+        "scheduled send (median [min-max]); a rate counts if every repetition achieved >= 95% of it, error-free:",
+        *walked,
+        f"per-replica capacity X = {capacity:g} req/s: the highest offered rate meeting p99 <= {p99_ms:g} ms "
+        f"(median p99 {row.p99.median:.1f} ms)",
         f"replicas = ceil(R / (X * headroom)) = ceil({rps:g} / ({capacity:.1f} * {headroom:g})) "
         f"= ceil({rps / usable:.2f}) = {replicas}",
         f"load per replica r = {rps:g} / {replicas} = {per_replica:.1f} req/s "
@@ -148,11 +161,16 @@ def make_plan(
     ]
     instances, arithmetic = _instances(level, meta.instances, per_replica, target_utilization)
     lines += arithmetic
+    hpa = math.floor(HPA_FRACTION * capacity)
+    lines.append(
+        f"chart autoscaling.metrics.requestRate.target = floor({HPA_FRACTION:g} * X) = floor({HPA_FRACTION:g} * "
+        f"{capacity:g}) = {hpa} req/s per pod"
+    )
     lines.append(
         "instances share the replica's cores on the CPU target: more instances than cores do not add capacity; "
         "these numbers hold for the measured hardware (re-run `trimodal bench` on the target machine)."
     )
-    return Plan(replicas, capacity, level, instances, lines)
+    return Plan(replicas, capacity, level, instances, lines, hpa)
 
 
 def plan_from_folder(

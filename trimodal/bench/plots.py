@@ -1,4 +1,4 @@
-"""PNG plots of a run: throughput vs concurrency and latency percentiles vs throughput, one line per baseline.
+"""PNG plots of a run: throughput vs concurrency and p99 vs throughput, one line per baseline, min-max error bars.
 
 matplotlib (the "bench" extra) is imported inside :func:`plot`.
 """
@@ -9,9 +9,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from trimodal.bench.aggregate import Row, open_loop_rows, rows, select
 from trimodal.bench.baselines import LABELS
-from trimodal.bench.loadgen import LevelResult
-from trimodal.bench.report import ORDER, by_baseline, valid
+from trimodal.bench.report import ORDER
 from trimodal.bench.results import BenchResults
 
 LOGGER = logging.getLogger(__name__)
@@ -20,51 +20,57 @@ THROUGHPUT_PNG = "throughput.png"
 LATENCY_PNG = "latency.png"
 
 
+def _errorbar(ax: Any, rows: list[Row], x: Any, y: Any, **style: Any) -> None:
+    """One line through the medians, error bars from min to max of the repetitions."""
+    xs = [x(row) for row in rows]
+    spreads = [y(row) for row in rows]
+    medians = [v.median for v in spreads]
+    below = [v.median - v.low for v in spreads]
+    above = [v.high - v.median for v in spreads]
+    ax.errorbar(xs, medians, yerr=[below, above], capsize=3, **style)
+
+
 def _throughput(ax: Any, results: BenchResults) -> None:
+    all_rows = rows(results.levels)
     for name in ORDER:
-        for tool in sorted({x.tool for x in by_baseline(results.levels, name)}):
-            rows = [x for x in by_baseline(results.levels, name) if valid(x) and x.tool == tool]
-            label = LABELS[name] + (f" ({tool})" if tool.startswith("ORT") else "")
-            if rows:
-                ax.plot([x.concurrency for x in rows], [x.throughput for x in rows], marker="o", label=label)
-    pa = [x for x in by_baseline(results.perf, "triton") if valid(x)]
-    if pa:
-        ax.plot([x.concurrency for x in pa], [x.throughput for x in pa], marker="x", linestyle="--",
-                label="Triton as configured (perf_analyzer)")  # fmt: skip
+        for tool in sorted({row.tool for row in select(all_rows, name)}):
+            chosen = [row for row in select(all_rows, name) if row.valid and row.tool == tool]
+            label = LABELS[name] + (f" ({tool})" if name == "inprocess" else "")
+            if chosen:
+                _errorbar(ax, chosen, lambda r: r.concurrency, lambda r: r.throughput, marker="o", label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrency (requests in flight)")
-    ax.set_ylabel("throughput (samples/s)")
-    ax.set_title("Throughput vs concurrency")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("throughput (samples/s), median and min-max")
+    ax.set_title("Throughput vs concurrency (closed loop)")
+    ax.legend(fontsize=7)
 
 
-def _best_per_concurrency(levels: list[LevelResult]) -> list[LevelResult]:
-    """Per concurrency, the better setting (in-process: ORT threads), by throughput."""
-    best: dict[int, LevelResult] = {}
-    for x in levels:
-        if valid(x) and (x.concurrency not in best or x.throughput > best[x.concurrency].throughput):
-            best[x.concurrency] = x
-    return sorted(best.values(), key=lambda x: x.throughput)
+def _best_per_concurrency(candidates: list[Row]) -> list[Row]:
+    """Per concurrency, the better setting (in-process: how the machine is used), by median throughput."""
+    top: dict[int, Row] = {}
+    for row in candidates:
+        if row.valid and (row.concurrency not in top or row.throughput.median > top[row.concurrency].throughput.median):
+            top[row.concurrency] = row
+    return sorted(top.values(), key=lambda row: row.throughput.median)
 
 
 def _latency(ax: Any, results: BenchResults) -> None:
+    all_rows = rows(results.levels)
     for index, name in enumerate(ORDER):
-        rows = _best_per_concurrency(by_baseline(results.levels, name))
-        if rows:
+        chosen = _best_per_concurrency(select(all_rows, name))
+        if chosen:
             color = f"C{index}"
-            ax.plot([x.throughput for x in rows], [x.p50_ms for x in rows], marker="o", color=color,
-                    label=f"{LABELS[name]} p50")  # fmt: skip
-            ax.plot([x.throughput for x in rows], [x.p99_ms for x in rows], marker="^", linestyle=":", color=color,
-                    label=f"{LABELS[name]} p99")  # fmt: skip
-    rate = sorted((x for x in by_baseline(results.perf, "triton", mode="rate") if valid(x)), key=lambda x: x.throughput)
+            _errorbar(ax, chosen, lambda r: r.throughput.median, lambda r: r.p99, marker="^", linestyle=":",
+                      color=color, label=f"{LABELS[name]} p99 (closed loop)")  # fmt: skip
+    rate = [row for row in open_loop_rows(all_rows) if row.valid]
     if rate:
-        ax.plot([x.throughput for x in rate], [x.p99_ms for x in rate], marker="s", linestyle="--", color="k",
-                label="Triton p99, Poisson arrivals (perf_analyzer)")  # fmt: skip
+        _errorbar(ax, rate, lambda r: r.of(lambda x: x.achieved_rps).median, lambda r: r.p99, marker="s",
+                  linestyle="--", color="k", label="Triton p99, Poisson arrivals (from scheduled send)")  # fmt: skip
     ax.set_yscale("log")
     ax.set_xlabel("throughput (samples/s)")
-    ax.set_ylabel("latency (ms)")
-    ax.set_title("Latency percentiles vs throughput")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("p99 latency (ms), median and min-max")
+    ax.set_title("p99 latency vs throughput")
+    ax.legend(fontsize=6)
 
 
 def plot(results: BenchResults, folder: Path) -> list[Path]:

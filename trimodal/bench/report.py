@@ -1,7 +1,8 @@
-"""Results of a run -> ``report.md`` (tables, ratios, pass/fail per target, bottlenecks), ``levels.csv`` and plots.
+"""Results of a run -> ``report.md`` (targets, capacity, tables with median [min-max]), ``levels.csv`` and plots.
 
-The results are :class:`~trimodal.bench.results.BenchResults` (see there for ``results.json``). matplotlib is
-imported only when plotting (:mod:`trimodal.bench.plots`).
+The results are :class:`~trimodal.bench.results.BenchResults` (see there for ``results.json``); repetitions of
+a level are combined by :mod:`trimodal.bench.aggregate`. matplotlib is imported only when plotting
+(:mod:`trimodal.bench.plots`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trimodal import contract
+from trimodal.bench import cpuload
+from trimodal.bench.aggregate import Row, at_concurrency, best, capacity, open_loop_rows, rows, select, spread
 from trimodal.bench.baselines import BASELINES, LABELS
 from trimodal.bench.loadgen import LevelResult
 from trimodal.bench.results import BenchMeta, BenchResults, TuningResult
@@ -25,12 +28,16 @@ REPORT_FILE = "report.md"
 ORDER = BASELINES  # report order = the baselines' order
 TARGET_CONCURRENCY = 16
 ENSEMBLE = contract.ENSEMBLE
+TEXT_ENCODER = "text_encoder"
 NAN = float("nan")
+CAPACITY_P99_MS: tuple[float, ...] = (100.0, 250.0, 500.0)  # capacity shown for these p99 targets
+LOAD_FRACTION = 0.7  # "70% of saturation"
+EQUAL_ACCURACY = 0.01  # accuracies within 1 percentage point on the same requests count as equal
 
 
 @dataclass
 class Target:
-    """One target of the issue: the measured value, the threshold and whether it passed."""
+    """One target of an issue: the measured value, the threshold and whether it passed."""
 
     name: str
     measured: float
@@ -41,7 +48,7 @@ class Target:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Level selection
+# Level selection (kept for callers of single levels)
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -62,106 +69,193 @@ def saturation(levels: Sequence[LevelResult]) -> LevelResult | None:
     return max(measured, key=lambda x: x.throughput) if measured else None
 
 
-def at_concurrency(levels: Sequence[LevelResult], concurrency: int) -> LevelResult | None:
-    """The valid level with the highest throughput at exactly this concurrency, or None."""
-    return saturation([x for x in levels if x.concurrency == concurrency])
+def representative(row: Row) -> LevelResult:
+    """The repetition with the median throughput (its breakdown stands for the row)."""
+    ordered = sorted(row.levels, key=lambda x: x.throughput)
+    return ordered[(len(ordered) - 1) // 2]
 
 
-def per_sample_costs(on: LevelResult, off: LevelResult) -> str:
+def compute_per_sample_ms(row: Row, model: str) -> float:
+    """Median over repetitions of ``model``'s compute per sample (compute per execution / average batch), ms."""
+    values = []
+    for level in row.levels:
+        stats = level.breakdown.get(model, {})
+        if stats.get("avg_batch"):
+            values.append(stats["compute_ms_per_exec"] / stats["avg_batch"])
+    return spread(values).median
+
+
+def per_sample_costs(on: Row, off: Row) -> str:
     """Compute per sample of the bottleneck model with and without batching (why batching helps or not)."""
-    stage = bottleneck(on.breakdown, exclude=(ENSEMBLE,))
-    if not stage or stage not in off.breakdown:
+    stage = bottleneck(representative(on).breakdown, exclude=(ENSEMBLE,))
+    if not stage:
         return ""
-    a, b = on.breakdown[stage], off.breakdown[stage]
-    if not a.get("avg_batch") or not b.get("avg_batch"):
+    batched, single = compute_per_sample_ms(on, stage), compute_per_sample_ms(off, stage)
+    if math.isnan(batched) or math.isnan(single):
         return ""
-    batched = a["compute_ms_per_exec"] / a["avg_batch"]
-    single = b["compute_ms_per_exec"] / b["avg_batch"]
-    return (
-        f"; bottleneck {stage}: {batched:.1f} ms compute per sample at avg batch {a['avg_batch']:.1f} vs "
-        f"{single:.1f} ms at batch 1"
-    )
+    return f"; bottleneck {stage}: {batched:.1f} ms compute per sample batched vs {single:.1f} ms at batch 1"
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else NAN
+
+
+def naive_best(all_rows: Sequence[Row]) -> Row | None:
+    """The naive variant's row with the highest median throughput (one worker or ``<cores>`` workers)."""
+    return best([*select(all_rows, "naive"), *select(all_rows, "naive_workers")])
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Targets
 # ---------------------------------------------------------------------------------------------------------
 
-SATURATION_TARGET = "Triton at saturation >= 0.8x in-process ONNX Runtime"
-NAIVE_TARGET = "Triton >= 3x naive FastAPI/PyTorch throughput at c=16, lower p99"
-NAIVE_UNMEASURED = "Triton >= 3x naive at c=16, lower p99"
+SATURATION_TARGET = "Triton at saturation >= 0.8x the in-process bound (best whole-machine setting)"
+NAIVE_TARGET = "Triton >= 3x naive FastAPI/PyTorch throughput at c=16 (better naive variant), lower p99"
 BATCHING_TARGET = "Dynamic batching on >= 2x off at c=16"
-LATENCY_TARGET = "p99 at 70% of saturation <= 3x p50 at c=1"
+LATENCY_TARGET = "Open-loop p99 at 70% of saturation <= 3x p50 at c=1"
+COMPRESSION_THROUGHPUT = "Saturation throughput >= 2x the fp32 + padded-text variant, at equal accuracy"
+COMPRESSION_COMPUTE = "text_encoder compute per sample >= 3x lower than fp32 + padded text, at equal accuracy"
+COMPRESSION_LATENCY = "Open-loop p99 at 70% of saturation <= 5x p50 at c=1 (from scheduled send)"
+SHIPPED_TARGET = "Result measured on the shipped configuration (repository = fresh render of pipeline.yaml)"
 
 
-def _saturation_target(levels: Sequence[LevelResult], perf: Sequence[LevelResult]) -> Target:
-    sat_triton, sat_local = saturation(by_baseline(levels, "triton")), saturation(by_baseline(levels, "inprocess"))
-    if not (sat_triton and sat_local):
+def _saturation_target(all_rows: Sequence[Row]) -> Target:
+    triton, bound = best(select(all_rows, "triton")), best(select(all_rows, "inprocess"))
+    if not (triton and bound):
         return Target(SATURATION_TARGET, NAN, 0.8, None, "not measured")
-    ratio = sat_triton.throughput / sat_local.throughput
-    pa_sat = saturation(by_baseline(perf, "triton"))
-    extra = (
-        f"; perf_analyzer saturation {pa_sat.throughput:.1f}/s = {pa_sat.throughput / sat_local.throughput:.2f}x"
-        if pa_sat
+    ratio = _ratio(triton.throughput.median, bound.throughput.median)
+    return Target(
+        SATURATION_TARGET, ratio, 0.8, ratio >= 0.8,
+        f"Triton {triton.throughput.text()}/s ({triton.label()}) vs in-process {bound.throughput.text()}/s "
+        f"({bound.tool}, {bound.label()})",
+        representative(triton),
+    )  # fmt: skip
+
+
+def _naive_target(all_rows: Sequence[Row]) -> Target:
+    c16 = at_concurrency(select(all_rows, "triton"), TARGET_CONCURRENCY)
+    naive16 = at_concurrency([*select(all_rows, "naive"), *select(all_rows, "naive_workers")], TARGET_CONCURRENCY)
+    if not (c16 and naive16):
+        return Target(NAIVE_TARGET, NAN, 3.0, None, "not measured")
+    ratio = _ratio(c16.throughput.median, naive16.throughput.median)
+    lower = c16.p99.median < naive16.p99.median
+    top, naive_top = best(select(all_rows, "triton")), naive_best(all_rows)
+    at_best = (
+        f"; each at its best: Triton {top.throughput.median:.1f}/s ({top.label()}) vs {naive_top.baseline} "
+        f"{naive_top.throughput.median:.1f}/s ({naive_top.label()}) = "
+        f"{_ratio(top.throughput.median, naive_top.throughput.median):.2f}x"
+        if top and naive_top
         else ""
     )
     return Target(
-        SATURATION_TARGET, ratio, 0.8, ratio >= 0.8,
-        f"Triton {sat_triton.throughput:.1f}/s (c={sat_triton.concurrency}) vs in-process "
-        f"{sat_local.throughput:.1f}/s (batch {min(sat_local.concurrency, 32)}){extra}",
-        sat_triton,
-    )  # fmt: skip
-
-
-def _naive_target(levels: Sequence[LevelResult]) -> Target:
-    c16 = at_concurrency(by_baseline(levels, "triton"), TARGET_CONCURRENCY)
-    naive16 = at_concurrency(by_baseline(levels, "naive"), TARGET_CONCURRENCY)
-    if not (c16 and naive16):
-        return Target(NAIVE_UNMEASURED, NAN, 3.0, None, "not measured")
-    ratio = c16.throughput / naive16.throughput
-    lower = c16.p99_ms < naive16.p99_ms
-    return Target(
         NAIVE_TARGET, ratio, 3.0, ratio >= 3.0 and lower,
-        f"{c16.throughput:.1f}/s vs {naive16.throughput:.1f}/s; p99 {c16.p99_ms:.0f} ms vs {naive16.p99_ms:.0f} ms"
-        f" ({'lower' if lower else 'NOT lower'})",
-        c16,
+        f"{c16.throughput.text()}/s vs {naive16.baseline} {naive16.throughput.text()}/s; p99 {c16.p99.median:.0f} ms "
+        f"vs {naive16.p99.median:.0f} ms ({'lower' if lower else 'NOT lower'}){at_best}",
+        representative(c16),
     )  # fmt: skip
 
 
-def _batching_target(levels: Sequence[LevelResult]) -> Target:
-    c16 = at_concurrency(by_baseline(levels, "triton"), TARGET_CONCURRENCY)
-    off16 = at_concurrency(by_baseline(levels, "triton_nobatch"), TARGET_CONCURRENCY)
+def _batching_target(all_rows: Sequence[Row]) -> Target:
+    c16 = at_concurrency(select(all_rows, "triton"), TARGET_CONCURRENCY)
+    off16 = at_concurrency(select(all_rows, "triton_nobatch"), TARGET_CONCURRENCY)
     if not (c16 and off16):
         return Target(BATCHING_TARGET, NAN, 2.0, None, "not measured")
-    ratio = c16.throughput / off16.throughput
+    ratio = _ratio(c16.throughput.median, off16.throughput.median)
     return Target(
         BATCHING_TARGET, ratio, 2.0, ratio >= 2.0,
-        f"{c16.throughput:.1f}/s vs {off16.throughput:.1f}/s{per_sample_costs(c16, off16)}",
-        c16,
+        f"{c16.throughput.text()}/s vs {off16.throughput.text()}/s{per_sample_costs(c16, off16)}",
+        representative(c16),
     )  # fmt: skip
 
 
-def _latency_target(results: BenchResults) -> Target:
-    rates = [x for x in by_baseline(results.perf, "triton", mode="rate") if valid(x)]
-    single = at_concurrency(by_baseline(results.perf, "triton"), 1) or at_concurrency(
-        by_baseline(results.levels, "triton"), 1
-    )
-    sat_rate = results.meta.saturation_rps
-    if not (rates and single and sat_rate):
-        return Target(LATENCY_TARGET, NAN, 3.0, None, "not measured")
-    goal = 0.7 * sat_rate
-    level = min(rates, key=lambda x: abs((x.rate or 0) - goal))
-    ratio = level.p99_ms / single.p50_ms
+def _latency_target(all_rows: Sequence[Row], name: str, threshold: float) -> Target:
+    rates, top = open_loop_rows(all_rows), best(select(all_rows, "triton"))
+    single = at_concurrency(select(all_rows, "triton"), 1)
+    if not (rates and top and single):
+        return Target(name, NAN, threshold, None, "not measured (no open-loop level timed from scheduled send)")
+    goal = LOAD_FRACTION * top.throughput.median
+    row = min(rates, key=lambda x: abs((x.rate or 0) - goal))
+    ratio = _ratio(row.p99.median, single.p50.median)
+    achieved = row.meets_rate()
     return Target(
-        LATENCY_TARGET, ratio, 3.0, ratio <= 3.0,
-        f"Poisson {level.rate:g} req/s (70% of {sat_rate:.1f}/s): p99 {level.p99_ms:.1f} ms; "
-        f"c=1 p50 {single.p50_ms:.1f} ms ({single.tool})",
-        level,
+        name, ratio, threshold, ratio <= threshold and achieved,
+        f"Poisson {row.rate:g} req/s ({100 * (row.rate or 0) / top.throughput.median:.0f}% of saturation "
+        f"{top.throughput.median:.1f}/s): p99 {row.p99.text()} ms, achieved "
+        f"{row.of(lambda x: x.achieved_rps).text()} req/s{'' if achieved else ' (< 95% of offered or errors)'}; "
+        f"c=1 p50 {single.p50.text()} ms",
+        representative(row),
+    )  # fmt: skip
+
+
+def accuracy_of(meta: BenchMeta, baseline: str) -> float:
+    """Accuracy of a Triton variant on the run's accuracy requests (NaN when not measured)."""
+    entry = meta.accuracy.get(baseline, {})
+    return entry["correct"] / entry["total"] if entry.get("total") else NAN
+
+
+def _equal_accuracy(meta: BenchMeta) -> tuple[bool, str]:
+    shipped, padded = accuracy_of(meta, "triton"), accuracy_of(meta, "triton_fp32pad")
+    if math.isnan(shipped) or math.isnan(padded):
+        return False, "accuracy not measured"
+    same = meta.accuracy["triton_fp32pad"].get("same_label_as_triton", 0)
+    total = meta.accuracy["triton_fp32pad"]["total"]
+    equal = abs(shipped - padded) <= EQUAL_ACCURACY
+    return equal, (
+        f"accuracy {100 * shipped:.1f}% vs {100 * padded:.1f}% on the same {total} requests ({same}/{total} same "
+        f"label){'' if equal else ': NOT equal'}"
+    )
+
+
+def _at_equal_accuracy(target: Target, meta: BenchMeta) -> Target:
+    """``target`` passed when its ratio reaches the threshold and the two variants' accuracies are equal."""
+    equal, accuracy = _equal_accuracy(meta)
+    target.passed = target.measured >= target.threshold and equal
+    target.detail = f"{target.detail}; {accuracy}"
+    return target
+
+
+def _compression_throughput(results: BenchResults, all_rows: Sequence[Row]) -> Target:
+    shipped, padded = best(select(all_rows, "triton")), best(select(all_rows, "triton_fp32pad"))
+    if not (shipped and padded):
+        return Target(COMPRESSION_THROUGHPUT, NAN, 2.0, None, "not measured")
+    return _at_equal_accuracy(
+        Target(COMPRESSION_THROUGHPUT, _ratio(shipped.throughput.median, padded.throughput.median), 2.0, None,
+               f"{shipped.throughput.text()}/s ({shipped.label()}) vs {padded.throughput.text()}/s ({padded.label()})",
+               representative(shipped)),
+        results.meta,
+    )  # fmt: skip
+
+
+def _compression_compute(results: BenchResults, all_rows: Sequence[Row]) -> Target:
+    shipped, padded = select(all_rows, "triton"), select(all_rows, "triton_fp32pad")
+    common = sorted({x.concurrency for x in shipped} & {x.concurrency for x in padded})
+    if not common:
+        return Target(COMPRESSION_COMPUTE, NAN, 3.0, None, "not measured")
+    level = common[-1]  # the highest common concurrency: both form their largest batches there
+    on, off = at_concurrency(shipped, level), at_concurrency(padded, level)
+    if not (on and off):
+        return Target(COMPRESSION_COMPUTE, NAN, 3.0, None, "not measured")
+    cut, full = compute_per_sample_ms(on, TEXT_ENCODER), compute_per_sample_ms(off, TEXT_ENCODER)
+    detail = (f"c={level}: {cut:.2f} vs {full:.2f} ms per sample (Triton statistics: compute per execution / "
+              "average batch, median of the repetitions)")  # fmt: skip
+    return _at_equal_accuracy(Target(COMPRESSION_COMPUTE, _ratio(full, cut), 3.0, None, detail, representative(on)),
+                              results.meta)  # fmt: skip
+
+
+def _shipped_target(meta: BenchMeta) -> Target:
+    if meta.stale_configs is None:
+        return Target(SHIPPED_TARGET, NAN, 0, None, "not recorded (run before the check existed)")
+    stale = len(meta.stale_configs)
+    clean = stale == 0 and not (meta.commit or "").endswith("+dirty") and not meta.quick
+    return Target(
+        SHIPPED_TARGET, float(stale), 0, clean,
+        f"{stale} config(s) differ from a fresh render ({', '.join(meta.stale_configs[:3]) or 'none'}); commit "
+        f"{meta.commit or '?'}; {'quick' if meta.quick else 'full'} run",
     )  # fmt: skip
 
 
 def evaluate(results: BenchResults) -> list[Target]:
-    """Check the four targets of the benchmarks issue.
+    """Check the targets of the benchmarks issue and of the compression issue.
 
     Args:
         results: the run's results.
@@ -169,12 +263,54 @@ def evaluate(results: BenchResults) -> list[Target]:
     Returns:
         One :class:`Target` per target.
     """
+    all_rows = rows(results.levels)
     return [
-        _saturation_target(results.levels, results.perf),
-        _naive_target(results.levels),
-        _batching_target(results.levels),
-        _latency_target(results),
+        _saturation_target(all_rows),
+        _naive_target(all_rows),
+        _batching_target(all_rows),
+        _latency_target(all_rows, LATENCY_TARGET, 3.0),
+        _compression_throughput(results, all_rows),
+        _compression_compute(results, all_rows),
+        _latency_target(all_rows, COMPRESSION_LATENCY, 5.0),
+        _shipped_target(results.meta),
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Machine load
+# ---------------------------------------------------------------------------------------------------------
+
+
+def meta_cores(meta: BenchMeta) -> int:
+    """Cores of the machine the run measured (older runs: from the machine line, ``2 CPU cores (...)``)."""
+    if meta.cores:
+        return meta.cores
+    first = meta.machine.split(" ", 1)[0]
+    return int(first) if first.isdigit() else 1
+
+
+def busy_levels(results: BenchResults) -> list[LevelResult]:
+    """Levels during which processes outside the run used more than half the cores."""
+    cores = meta_cores(results.meta)
+    return [x for x in results.levels if cpuload.busy(x.outside_cores, cores)]
+
+
+def load_warnings(results: BenchResults) -> list[str]:
+    """Warnings about a busy machine (before the run, or during levels), empty when it was quiet."""
+    meta, out = results.meta, []
+    cores = meta_cores(meta)
+    if cpuload.busy(meta.load_before, cores):
+        out.append(f"the 1-minute load average was {meta.load_before:.2f} before the run started ({cores} cores)")
+    busy = busy_levels(results)
+    if busy:
+        worst = max(busy, key=lambda x: x.outside_cores or 0.0)
+        out.append(
+            f"{len(busy)} of {len(results.levels)} levels ran while processes outside the run used more than "
+            f"{cpuload.BUSY_FRACTION:g} x {cores} cores (worst: {worst.baseline} {worst.tool} "
+            f"{'rate ' + format(worst.rate, 'g') if worst.mode == 'rate' else 'c=' + str(worst.concurrency)} "
+            f"repetition {worst.repetition or 1}: {worst.outside_cores:.2f} cores)"
+        )
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -200,22 +336,43 @@ def _breakdown_table(level: LevelResult) -> list[str]:
 
 
 def _header_section(meta: BenchMeta) -> list[str]:
+    repetitions = meta.repetitions or 1
+    method = (
+        f"Every server was started first and stayed up; each level was measured {repetitions} times, the baselines "
+        "interleaved (for each repetition, for each level, for each baseline; order rotated per repetition). "
+        "Tables show the median with [min-max] over the repetitions. Closed-loop levels: c workers send, wait for "
+        f"the validated answer, send again ({meta.duration_s} s after {meta.warmup_s} s warm-up). Open-loop levels: "
+        f"Poisson arrivals for {meta.rate_duration_s} s, latency timed from each request's scheduled send; "
+        "capacity and latency targets use these only."
+        if meta.repetitions
+        else f"{meta.duration_s} s per level after {meta.warmup_s} s warm-up; one measurement per level, "
+        "baselines one after another (the method before repetition and interleaving)."
+    )
     return [
         f"# trimodal benchmark {meta.timestamp}",
         "",
-        f"Machine: {meta.machine}. Mode: {'quick' if meta.quick else 'full'}; "
-        f"{meta.duration_s} s per level after {meta.warmup_s} s warm-up; workload: "
-        f"{meta.workload_size} test-split requests, mix `{meta.mix}`. Throughput = validated "
-        "samples/s. All baselines ran in this one run on the same requests; the closed-loop client "
-        "(Python asyncio) shares the CPUs with the server.",
+        f"Machine: {meta.machine}. Mode: {'quick' if meta.quick else 'full'}; commit {meta.commit or '?'}; "
+        f"workload: {meta.workload_size} test-split requests, mix `{meta.mix}`. Throughput = validated samples/s; "
+        f"the client (Python asyncio) shares the CPUs with the servers. {method}",
     ]
+
+
+def _load_section(results: BenchResults) -> list[str]:
+    warnings = load_warnings(results)
+    meta = results.meta
+    outside = spread([x.outside_cores for x in results.levels])
+    line = (
+        f"Machine load: 1-minute load average {_fmt(meta.load_before, 2)} before the run, {_fmt(meta.load_after, 2)} "
+        f"after; cores used by processes outside the run during the levels: {outside.text(2)} (median [min-max])."
+    )
+    return ["", line] + [f"\n> **WARNING: busy machine**: {w}; compare with care." for w in warnings]
 
 
 def _targets_section(targets: Sequence[Target]) -> list[str]:
     out = ["", "## Targets", "", "| target | measured | threshold | result | detail |",
            "| --- | ---: | ---: | --- | --- |"]  # fmt: skip
     for t in targets:
-        verdict = "not measured" if t.passed is None else ("PASS" if t.passed else "**MISS**")
+        verdict = "not measured" if t.passed is None else ("met" if t.passed else "**missed**")
         out.append(f"| {t.name} | {_fmt(t.measured, 2)} | {t.threshold:g} | {verdict} | {t.detail} |")
     return out
 
@@ -223,9 +380,9 @@ def _targets_section(targets: Sequence[Target]) -> list[str]:
 def _bottleneck_lines(level: LevelResult) -> list[str]:
     stage = bottleneck(level.breakdown, exclude=(ENSEMBLE,))
     row = level.breakdown.get(stage or "", {})
+    where = level.rate if level.mode == "rate" else level.concurrency
     return [
-        f"Bottleneck stage ({level.baseline}, {level.mode} "
-        f"{level.rate if level.mode == 'rate' else level.concurrency}): **{stage}** "
+        f"Bottleneck stage ({level.baseline}, {level.mode} {where}, repetition {level.repetition or 1}): **{stage}** "
         f"(utilization {100 * row.get('utilization', 0):.0f}%, avg batch {_fmt(row.get('avg_batch', 0))}, "
         f"queue {_fmt(row.get('queue_ms', 0), 2)} ms/request, "
         f"compute {_fmt(row.get('compute_ms_per_exec', 0), 2)} ms/execution). "
@@ -235,46 +392,92 @@ def _bottleneck_lines(level: LevelResult) -> list[str]:
     ]
 
 
-def _missed_section(target: Target, results: BenchResults) -> list[str]:
+def _missed_section(target: Target, shown: dict[int, str]) -> list[str]:
+    """Why a target was missed: the bottleneck at its level (once per level; later targets point back)."""
     out = ["", f"### Missed: {target.name}", ""]
-    if target.level is not None and target.level.breakdown:
-        out += _bottleneck_lines(target.level)
-    if results.tuning:
-        out += ["", "Tried (same run, same workload):", ""]
-        out += [f"- {x.name}: {x.settings} -> {x.summary}" for x in results.tuning]
-    if results.notes:
-        out += [""] + [f"- {n}" for n in results.notes]
+    level = target.level
+    if level is not None and level.breakdown:
+        if id(level) in shown:
+            out.append(f'Same level as "{shown[id(level)]}" above.')
+        else:
+            shown[id(level)] = target.name
+            out += _bottleneck_lines(level)
     return out
 
 
-def _levels_section(levels: Sequence[LevelResult]) -> list[str]:
-    out = ["", "## Throughput and latency per concurrency (closed loop, same client for every baseline)", "",
-           "| baseline | concurrency | throughput/s | p50 ms | p95 ms | p99 ms | errors |",
+def _capacity_section(all_rows: Sequence[Row]) -> list[str]:
+    rates = open_loop_rows(all_rows)
+    if not rates:
+        return []
+    out = ["", "## Open loop (Poisson arrivals), Triton as configured: capacity at a p99 target", "",
+           "Latency from each request's scheduled send; lag = how late the client sent (its own delay, included in "
+           "the latency). A rate counts for capacity only if every repetition achieved >= 95% of it without errors.",
+           "", "| offered req/s | achieved req/s | errors | p50 ms | p99 ms | client lag p99 ms | counts |",
+           "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    for row in rates:
+        out.append(
+            f"| {row.rate:g} | {row.of(lambda x: x.achieved_rps).text()} | {row.errors} | {row.p50.text()} | "
+            f"{row.p99.text()} | {row.of(lambda x: x.lag_p99_ms).text()} | {'yes' if row.meets_rate() else 'no'} |"
+        )
+    out.append("")
+    for target in CAPACITY_P99_MS:
+        chosen, _ = capacity(all_rows, target)
+        found = f"{chosen.rate:g} req/s" if chosen else "none of the measured rates"
+        out.append(f"- capacity at p99 <= {target:g} ms: **{found}** (`trimodal plan --p99-ms {target:g}` shows the "
+                   "arithmetic)")  # fmt: skip
+    return out
+
+
+def _row_label(row: Row) -> str:
+    return LABELS.get(row.baseline, row.baseline) + (f" ({row.tool})" if row.baseline == "inprocess" else "")
+
+
+def _levels_section(all_rows: Sequence[Row]) -> list[str]:
+    out = ["", "## Closed loop: throughput and latency per concurrency (median [min-max])", "",
+           "| baseline | c | throughput/s | p50 ms | p99 ms | errors | outside cores (max) |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for name in ORDER:
-        for x in sorted(by_baseline(levels, name), key=lambda x: (x.tool, x.concurrency)):
-            label = LABELS[name] + (f" ({x.tool})" if x.tool.startswith("ORT") else "")
-            out.append(f"| {label} | {x.concurrency} | {_fmt(x.throughput)} | {_fmt(x.p50_ms)} | "
-                       f"{_fmt(x.p95_ms)} | {_fmt(x.p99_ms)} | {x.errors} |")  # fmt: skip
+        for row in sorted(select(all_rows, name), key=lambda x: (x.tool, x.concurrency)):
+            outside = spread([x.outside_cores for x in row.levels]).high
+            out.append(f"| {_row_label(row)} | {row.concurrency} | {row.throughput.text()} | {row.p50.text()} | "
+                       f"{row.p99.text()} | {row.errors} | {_fmt(outside, 2)} |")  # fmt: skip
     return out
 
 
-def _ratios_section(levels: Sequence[LevelResult]) -> list[str]:
-    out = ["", "## Ratios at each concurrency (throughput of Triton as configured / other)", "",
-           "| concurrency | vs in-process | vs naive | vs batching off |", "| ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for x in by_baseline(levels, "triton"):
-        ratios = []
-        for other in ("inprocess", "naive", "triton_nobatch"):
-            ref = at_concurrency(by_baseline(levels, other), x.concurrency)
-            ratios.append(f"{x.throughput / ref.throughput:.2f}x" if ref and valid(x) else "-")
-        out.append(f"| {x.concurrency} | " + " | ".join(ratios) + " |")
+def _comparison_section(all_rows: Sequence[Row]) -> list[str]:
+    triton = best(select(all_rows, "triton"))
+    if triton is None:
+        return []
+    out = ["", "## Comparisons (medians)", ""]
+    bound = best(select(all_rows, "inprocess"))
+    if bound:
+        out.append(f"- In-process bound: {bound.throughput.text()}/s ({bound.tool}, {bound.label()}); Triton as "
+                   f"configured at its best {triton.throughput.text()}/s ({triton.label()}) = "
+                   f"**{_ratio(triton.throughput.median, bound.throughput.median):.2f}** of the bound.")  # fmt: skip
+    for name in ("naive", "naive_workers"):
+        top = best(select(all_rows, name))
+        if top:
+            out.append(f"- {LABELS[name]}: best {top.throughput.text()}/s at {top.label()} (p99 {top.p99.text()} ms); "
+                       f"Triton at its best / this at its best = "
+                       f"**{_ratio(triton.throughput.median, top.throughput.median):.2f}x**.")  # fmt: skip
+    others = [name for name in ("inprocess", "naive", "naive_workers", "triton_nobatch", "triton_fp32pad")
+              if select(all_rows, name)]  # fmt: skip
+    out += ["", "Throughput of Triton as configured / other, at equal concurrency:", "",
+            "| c | " + " | ".join(f"vs {name}" for name in others) + " |",
+            "| ---: | " + " | ".join("---:" for _ in others) + " |"]  # fmt: skip
+    for row in select(all_rows, "triton"):
+        cells = []
+        for name in others:
+            ref = at_concurrency(select(all_rows, name), row.concurrency)
+            cells.append(f"{_ratio(row.throughput.median, ref.throughput.median):.2f}x" if ref and row.valid else "-")
+        out.append(f"| {row.concurrency} | " + " | ".join(cells) + " |")
     return out
 
 
 def _perf_section(perf: Sequence[LevelResult]) -> list[str]:
     if not perf:
         return []
-    out = ["", "## perf_analyzer (Triton as configured): concurrency and Poisson request-rate sweeps", "",
+    out = ["", "## perf_analyzer (Triton as configured), a cross-check of the asyncio client", "",
            "| mode | level | throughput/s | p50 ms | p95 ms | p99 ms | bottleneck (utilization) |",
            "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
     for x in sorted(perf, key=lambda x: (x.baseline, x.mode, x.rate or 0, x.concurrency)):
@@ -286,12 +489,12 @@ def _perf_section(perf: Sequence[LevelResult]) -> list[str]:
     return out
 
 
-def _saturation_section(levels: Sequence[LevelResult]) -> list[str]:
-    sat = saturation(by_baseline(levels, "triton"))
-    if not (sat and sat.breakdown):
+def _saturation_section(all_rows: Sequence[Row]) -> list[str]:
+    sat = best(select(all_rows, "triton"))
+    if not (sat and representative(sat).breakdown):
         return []
-    return ["", f"## Per-model breakdown, Triton as configured at c={sat.concurrency} (saturation)", "",
-            *_breakdown_table(sat)]  # fmt: skip
+    return ["", f"## Per-model breakdown, Triton as configured at {sat.label()} (saturation, median repetition)", "",
+            *_breakdown_table(representative(sat))]  # fmt: skip
 
 
 def _tuning_section(tuning: Sequence[TuningResult]) -> list[str]:
@@ -303,21 +506,26 @@ def _tuning_section(tuning: Sequence[TuningResult]) -> list[str]:
 
 
 def _files_section() -> list[str]:
-    return ["", "## Files", "", "`results.json` (everything, incl. per-model breakdowns), `levels.csv`, "
-            "`perf/*.csv` (perf_analyzer `--verbose-csv`), `throughput.png`, `latency.png`."]  # fmt: skip
+    return ["", "## Files", "", "`results.json` (everything, incl. every repetition and per-model breakdowns), "
+            "`levels.csv`, `perf/*.csv` (perf_analyzer `--verbose-csv`), `throughput.png`, `latency.png`."]  # fmt: skip
 
 
 def render_report(results: BenchResults) -> str:
     """The markdown report of a run's results."""
     targets = evaluate(results)
-    out = [*_header_section(results.meta), *_targets_section(targets)]
+    all_rows = rows(results.levels)
+    out = [*_header_section(results.meta), *_load_section(results), *_targets_section(targets)]
+    shown: dict[int, str] = {}
     for target in targets:
         if target.passed is False:
-            out += _missed_section(target, results)
-    out += _levels_section(results.levels)
-    out += _ratios_section(results.levels)
+            out += _missed_section(target, shown)
+    if results.notes:
+        out += [""] + [f"- {n}" for n in results.notes]
+    out += _capacity_section(all_rows)
+    out += _levels_section(all_rows)
+    out += _comparison_section(all_rows)
     out += _perf_section(results.perf)
-    out += _saturation_section(results.levels)
+    out += _saturation_section(all_rows)
     out += _tuning_section(results.tuning)
     out += _files_section()
     return "\n".join(out) + "\n"
@@ -332,8 +540,9 @@ def write_levels_csv(levels: Sequence[LevelResult], path: Path) -> None:
     """A flat CSV of every level (no breakdowns)."""
     import csv
 
-    fields = ["baseline", "tool", "mode", "concurrency", "rate", "requests", "errors", "duration_s", "throughput",
-              "p50_ms", "p95_ms", "p99_ms", "mean_ms"]  # fmt: skip
+    fields = ["baseline", "tool", "mode", "concurrency", "rate", "repetition", "requests", "errors", "duration_s",
+              "throughput", "achieved_rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "lag_p99_ms", "lag_max_ms",
+              "load_1m", "outside_cores", "correct"]  # fmt: skip
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

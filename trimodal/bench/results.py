@@ -5,8 +5,10 @@
     {"meta": {...BenchMeta}, "levels": [LevelResult...], "perf": [LevelResult...],
      "tuning": [{...TuningResult}], "notes": [...]}
 
-``levels`` are the side-by-side closed-loop sweeps of every baseline (same client code, same workload);
-``perf`` are perf_analyzer's concurrency and Poisson request-rate sweeps of the configured Triton server.
+``levels`` are every baseline's measurements (same client code, same workload): closed-loop levels
+(``mode: concurrency``) and open-loop Poisson levels (``mode: rate``), each repeated (``repetition``) and
+interleaved with the other baselines'; ``perf`` are perf_analyzer's levels of the configured Triton server.
+``tuning`` is kept for older runs (no longer written).
 Reading accepts every results.json written so far (unknown keys are ignored, missing ones take defaults).
 """
 
@@ -31,6 +33,9 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key in names}
 
 
+SPARSE = frozenset({"rate_fractions", "precision_cpu", "accuracy"})  # left out of the JSON while empty
+
+
 @dataclass
 class BenchMeta:
     """How, where and on what a run was measured (None = not recorded)."""
@@ -51,10 +56,23 @@ class BenchMeta:
     saturation_rps: float | None = None
     saturation_source: str | None = None
     load_after: float | None = None
+    cores: int | None = None
+    repetitions: int | None = None  # measurements of each level (interleaved)
+    rate_fractions: list[float] = field(default_factory=list)  # Poisson levels, fractions of the probe
+    rate_duration_s: float | None = None
+    saturation_probe_rps: float | None = None  # closed-loop probe of Triton as configured the rates scale
+    servers_started_s: float | None = None  # seconds to start and warm every server
+    commit: str | None = None  # git commit of the code (``+dirty`` with uncommitted changes)
+    stale_configs: list[str] | None = None  # repository configs that differ from a fresh render of the spec
+    precision_cpu: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, dict[str, int]] = field(default_factory=dict)  # per Triton variant, same requests
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (unrecorded fields left out)."""
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        """JSON-able form (unrecorded fields left out: None, and the :data:`SPARSE` ones while empty)."""
+        return {
+            key: value for key, value in asdict(self).items()
+            if value is not None and (key not in SPARSE or (value != [] and value != {}))
+        }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchMeta:
