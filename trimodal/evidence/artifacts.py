@@ -22,6 +22,7 @@ LOGGER = logging.getLogger(__name__)
 RESULTS_DIR = Path("benchmarks") / "results"
 RESULTS_FILE = "results.json"
 TEXT_COSTS = Path("benchmarks") / "precision" / "text_encoder_costs.json"
+CPU_SHARE = Path("benchmarks") / "cpu" / "cpu_share.json"
 
 
 @dataclass(frozen=True)

@@ -301,6 +301,38 @@ def precision(layout: Layout) -> str:
     return bullet(text, table, [after])
 
 
+def cpu(layout: Layout) -> str:
+    """CPU per request of every process at 16 in flight, BLAS threading A/B (``benchmarks/cpu/cpu_share.json``)."""
+    import statistics
+
+    runs = artifacts.read_json(layout.root / artifacts.CPU_SHARE)["runs"]
+
+    def median(threads: int, pick: Callable[[Mapping[str, Any]], float]) -> float:
+        return statistics.median(pick(run) for run in runs if run["blas_threads"] == threads)
+
+    def process(threads: int, name: str) -> float:
+        return median(threads, lambda run: run["cpu_ms_per_request"].get(name, 0.0))
+
+    def total(threads: int) -> float:
+        return median(threads, lambda run: sum(run["cpu_ms_per_request"].values()))
+
+    names = sorted(runs[0]["cpu_ms_per_request"], key=lambda name: -process(1, name))
+    top, second = names[0], names[1]
+    text = (
+        "**Where the CPU goes next** (`benchmarks/cpu/cpu_share.md`, written by `benchmarks/cpu/cpu_share.py`: CPU "
+        f"time of every process per request at 16 in flight, {sum(run['blas_threads'] == 1 for run in runs)} "
+        "alternating runs per variant): with the text encoder's padding cut, the audio preprocessor was the largest "
+        f"consumer, {process(0, 'preprocess_audio'):.2f} ms per request, most of it OpenBLAS waking and spinning "
+        "threads for one clip's filterbank product. Each Python stub now runs numpy with one BLAS thread "
+        f"(`threadpoolctl`, `TRIMODAL_STUB_BLAS_THREADS`): {process(1, 'preprocess_audio'):.2f} ms; all processes "
+        f"{total(0):.2f} -> {total(1):.2f} ms of CPU per request, "
+        f"{median(0, lambda run: run['requests_per_s']):.1f} -> {median(1, lambda run: run['requests_per_s']):.1f} "
+        f"req/s at 16 in flight. Largest now: {top} {process(1, top):.2f} ms, {second} {process(1, second):.2f} ms "
+        f"(of {total(1):.2f})."
+    )
+    return bullet(text)
+
+
 def reliability(layout: Layout) -> str:
     """Overload, shutdown, kill and cancellation figures (``benchmarks/reliability/*.json``)."""
     files = artifacts.load("reliability", layout)
@@ -373,6 +405,7 @@ RENDERERS: dict[str, Callable[[Layout], str]] = {
     "batching": batching,
     "benchmark": benchmark,
     "precision": precision,
+    "cpu": cpu,
     "reliability": reliability,
     "autoscale": autoscale,
 }
