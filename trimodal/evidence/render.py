@@ -243,13 +243,18 @@ def _targets_table(report: Path) -> list[str]:
     return [line for line in section.group(1).splitlines() if line.startswith("|")] if section else []
 
 
-def _level_rows(results: Mapping[str, Any], concurrency: int) -> list[str]:
-    levels = [row for row in results.get("levels", []) if row.get("concurrency") == concurrency]
-    rows = [f"| {row['baseline']} ({row.get('tool', '')}) | {row['throughput']:.1f} | {row['p50_ms']:.1f} | "
-            f"{row['p99_ms']:.1f} | {row.get('errors', 0)} |" for row in levels]  # fmt: skip
-    header = [f"| baseline (tool), c={concurrency} | throughput/s | p50 ms | p99 ms | errors |",
+def _level_rows(folder: Path, concurrency: int) -> list[str]:
+    """Every baseline (and setting) at one closed-loop concurrency: median [min-max] over its repetitions."""
+    from trimodal.bench.aggregate import rows
+    from trimodal.bench.results import BenchResults
+
+    selected = [row for row in rows(BenchResults.load(folder).levels)
+                if row.mode == "concurrency" and row.concurrency == concurrency]  # fmt: skip
+    lines = [f"| {row.baseline} ({row.tool}) | {row.throughput.text()} | {row.p50.text()} | {row.p99.text()} | "
+             f"{row.errors} |" for row in selected]  # fmt: skip
+    header = [f"| baseline (setting), c={concurrency}, median [min-max] | throughput/s | p50 ms | p99 ms | errors |",
               "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    return header + rows if rows else []
+    return header + lines if lines else []
 
 
 def benchmark(layout: Layout) -> str:
@@ -263,7 +268,7 @@ def benchmark(layout: Layout) -> str:
         source = meta.get("saturation_source")
         text += f"; Triton saturation {meta['saturation_rps']:.1f} req/s" + (f" ({source})" if source else "")
     text += f"). Details: [{relative}/report.md]({relative}/report.md), [benchmarks/README.md](benchmarks/README.md)."
-    blocks = [block for block in (_targets_table(folder / "report.md"), _level_rows(results, 16)) if block]
+    blocks = [block for block in (_targets_table(folder / "report.md"), _level_rows(folder, 16)) if block]
     variants = [f"{row['name']}: {row['summary']}" for row in results.get("tuning", []) if row.get("summary")]
     if variants:
         blocks.append(["Config variants tried in the same run: " + "; ".join(variants) + "."])
