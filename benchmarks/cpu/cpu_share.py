@@ -1,9 +1,11 @@
 """Where the CPU goes at saturation: CPU milliseconds per request of tritonserver, each stub, and the client.
 
 Runs the real server on the built repository, drives it closed-loop (16 in flight, the benchmark's saturation
-level on 2 cores) and reads the CPU time of every process in its group from /proc before and after. Each
-variant (a value of TRIMODAL_STUB_BLAS_THREADS: 0 = OpenBLAS's default threads, 1 = one thread per stub) gets
-its own server; the variants alternate, ``--repeats`` times each, so a busy machine hits both alike.
+level on 2 cores) and reads the CPU time of every process in its group from /proc before and after. Variants:
+``shipped`` (the built repository), ``blas-default`` (the same with TRIMODAL_STUB_BLAS_THREADS=0: OpenBLAS's
+default threads in every stub) and ``fp32-padded`` (every graph fp32, texts padded to max_tokens: the
+benchmark's uncompressed variant). Each gets its own server; the variants alternate, ``--repeats`` times each,
+so a busy machine hits them alike. The text encoder's CPU per request is its compute per sample.
 
     .venv/bin/python benchmarks/cpu/cpu_share.py --repeats 2
 
@@ -55,7 +57,7 @@ def group_names(pgid: int) -> dict[int, str]:
 
 
 def measure(repo: Path, blas_threads: int, seconds: float, work: Path) -> dict[str, object]:
-    """One server with ``TRIMODAL_STUB_BLAS_THREADS=blas_threads``: requests/s and CPU ms per request per process."""
+    """One server on ``repo``, ``TRIMODAL_STUB_BLAS_THREADS=blas_threads``: req/s and CPU ms per request per process."""
     os.environ[BLAS_THREADS_ENV] = str(blas_threads)
     samples = samples_from_split(Layout.default().build.root, count=128)
     with triton_server(repo, work) as server:
@@ -76,14 +78,27 @@ def measure(repo: Path, blas_threads: int, seconds: float, work: Path) -> dict[s
             "p50_ms": result.percentile_ms(50), "cpu_ms_per_request": per_process}  # fmt: skip
 
 
+VARIANTS = ("fp32-padded", "blas-default", "shipped")
+LABELS = {"fp32-padded": "fp32, text padded (1 BLAS thread)", "blas-default": "shipped, BLAS default threads",
+          "shipped": "shipped (1 BLAS thread per stub)"}  # fmt: skip
+
+
+def padded_repository(repo: Path, work: Path) -> Path:
+    """The benchmark's uncompressed variant of ``repo``: fp32 graphs, the text encoder's padding kept."""
+    from trimodal.bench.baselines import fp32_padded_spec, render_variant
+    from trimodal.spec import load_spec
+
+    return render_variant(fp32_padded_spec(load_spec(None)), repo, work / "repo_fp32_padded", trim=False)
+
+
 def _table(runs: list[dict]) -> list[str]:
-    variants = sorted({run["blas_threads"] for run in runs})
-    label = {0: "BLAS default threads", 1: "1 BLAS thread per stub"}
+    variants = [variant for variant in VARIANTS if any(run["variant"] == variant for run in runs)]
+    label = LABELS
     processes = sorted({name for run in runs for name in run["cpu_ms_per_request"]},
                        key=lambda name: -max(run["cpu_ms_per_request"].get(name, 0.0) for run in runs))  # fmt: skip
 
-    def median(variant: int, pick: object) -> float:
-        return statistics.median(pick(run) for run in runs if run["blas_threads"] == variant)  # type: ignore[operator]
+    def median(variant: str, pick: object) -> float:
+        return statistics.median(pick(run) for run in runs if run["variant"] == variant)  # type: ignore[operator]
 
     lines = ["| CPU ms per request (median of runs) | " + " | ".join(label.get(v, str(v)) for v in variants) + " |",
              "| --- |" + " ---: |" * len(variants)]  # fmt: skip
@@ -102,12 +117,14 @@ def main(
     seconds: Annotated[float, typer.Option(help="Measured seconds per run.")] = 12.0,
     repository: Annotated[Path | None, typer.Option(help="Model repository (default: the project's).")] = None,
 ) -> None:
-    """Measure both variants, alternating, and write cpu_share.json and cpu_share.md next to this script."""
+    """Measure every variant, alternating, and write cpu_share.json and cpu_share.md next to this script."""
     repo = repository or Layout.default().repository.root
+    work = Path(f"/tmp/trimodal-cpu-share-{os.getpid()}")
+    setups = {"fp32-padded": (padded_repository(repo, work), 1), "blas-default": (repo, 0), "shipped": (repo, 1)}
     runs = []
     for repeat in range(repeats):
-        for threads in (0, 1):
-            run = measure(repo, threads, seconds, Path(f"/tmp/trimodal-cpu-share-{os.getpid()}"))
+        for variant, (variant_repo, threads) in setups.items():
+            run = {"variant": variant, **measure(variant_repo, threads, seconds, work / variant)}
             print(json.dumps(run))
             runs.append({"repeat": repeat, **run})
     (HERE / "cpu_share.json").write_text(json.dumps({"cores": os.cpu_count(), "runs": runs}, indent=2) + "\n")

@@ -307,33 +307,39 @@ def precision(layout: Layout) -> str:
 
 
 def cpu(layout: Layout) -> str:
-    """CPU per request of every process at 16 in flight, BLAS threading A/B (``benchmarks/cpu/cpu_share.json``)."""
+    """CPU per request of every process at 16 in flight, three variants (``benchmarks/cpu/cpu_share.json``)."""
     import statistics
 
     runs = artifacts.read_json(layout.root / artifacts.CPU_SHARE)["runs"]
 
-    def median(threads: int, pick: Callable[[Mapping[str, Any]], float]) -> float:
-        return statistics.median(pick(run) for run in runs if run["blas_threads"] == threads)
+    def median(variant: str, pick: Callable[[Mapping[str, Any]], float]) -> float:
+        return statistics.median(pick(run) for run in runs if run["variant"] == variant)
 
-    def process(threads: int, name: str) -> float:
-        return median(threads, lambda run: run["cpu_ms_per_request"].get(name, 0.0))
+    def process(variant: str, name: str) -> float:
+        return median(variant, lambda run: run["cpu_ms_per_request"].get(name, 0.0))
 
-    def total(threads: int) -> float:
-        return median(threads, lambda run: sum(run["cpu_ms_per_request"].values()))
+    def total(variant: str) -> float:
+        return median(variant, lambda run: sum(run["cpu_ms_per_request"].values()))
 
-    names = sorted(runs[0]["cpu_ms_per_request"], key=lambda name: -process(1, name))
+    def rate(variant: str) -> float:
+        return median(variant, lambda run: run["requests_per_s"])
+
+    names = sorted(runs[0]["cpu_ms_per_request"], key=lambda name: -process("shipped", name))
     top, second = names[0], names[1]
+    text_before, text_after = process("fp32-padded", "text_encoder"), process("shipped", "text_encoder")
     text = (
-        "**Where the CPU goes next** (`benchmarks/cpu/cpu_share.md`, written by `benchmarks/cpu/cpu_share.py`: CPU "
-        f"time of every process per request at 16 in flight, {sum(run['blas_threads'] == 1 for run in runs)} "
-        "alternating runs per variant): with the text encoder's padding cut, the audio preprocessor was the largest "
-        f"consumer, {process(0, 'preprocess_audio'):.2f} ms per request, most of it OpenBLAS waking and spinning "
-        "threads for one clip's filterbank product. Each Python stub now runs numpy with one BLAS thread "
-        f"(`threadpoolctl`, `TRIMODAL_STUB_BLAS_THREADS`): {process(1, 'preprocess_audio'):.2f} ms; all processes "
-        f"{total(0):.2f} -> {total(1):.2f} ms of CPU per request, "
-        f"{median(0, lambda run: run['requests_per_s']):.1f} -> {median(1, lambda run: run['requests_per_s']):.1f} "
-        f"req/s at 16 in flight. Largest now: {top} {process(1, top):.2f} ms, {second} {process(1, second):.2f} ms "
-        f"(of {total(1):.2f})."
+        "**Where the CPU goes** (`benchmarks/cpu/cpu_share.md`, written by `benchmarks/cpu/cpu_share.py`: CPU time "
+        f"of every process per request at 16 in flight, {sum(run['variant'] == 'shipped' for run in runs)} "
+        "alternating runs per variant): the text encoder takes "
+        f"{text_before:.2f} ms of CPU per request fp32 with padded texts and {text_after:.2f} ms as shipped "
+        f"({text_before / text_after:.1f}x less). With the padding cut, the audio preprocessor was the largest "
+        f"consumer, {process('blas-default', 'preprocess_audio'):.2f} ms per request, most of it OpenBLAS waking "
+        "and spinning threads for one clip's filterbank product. Each Python stub now runs numpy with one BLAS "
+        f"thread (`threadpoolctl`, `TRIMODAL_STUB_BLAS_THREADS`): {process('shipped', 'preprocess_audio'):.2f} ms; "
+        f"all processes {total('blas-default'):.2f} -> {total('shipped'):.2f} ms of CPU per request, "
+        f"{rate('blas-default'):.1f} -> {rate('shipped'):.1f} req/s at 16 in flight ({total('fp32-padded'):.2f} ms "
+        f"and {rate('fp32-padded'):.1f} req/s uncompressed). Largest now: {top} {process('shipped', top):.2f} ms, "
+        f"{second} {process('shipped', second):.2f} ms (of {total('shipped'):.2f})."
     )
     return bullet(text)
 
