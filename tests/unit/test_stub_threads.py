@@ -1,4 +1,4 @@
-"""Python stubs run numpy/scipy with one BLAS thread (benchmarks/cpu/: 3.8 -> 1.0 ms CPU per request for audio)."""
+"""Python stubs run numpy/scipy with one BLAS thread (benchmarks/cpu/: 3.9 -> 1.1 ms CPU per request for audio)."""
 
 from __future__ import annotations
 

@@ -27,8 +27,8 @@ def limit_blas_threads() -> int | None:
 
     A stub's numpy work is one request's small arrays (the log-mel filterbank product, image resizing): a
     multi-threaded OpenBLAS spends more CPU waking and spinning its threads than the product costs. Measured on
-    2 cores (benchmarks/cpu/): the audio preprocessor took 3.4 ms of CPU per request with OpenBLAS's default
-    threads and about 1 ms with one. ``TRIMODAL_STUB_BLAS_THREADS=0`` keeps the library's default.
+    2 cores (benchmarks/cpu/): the audio preprocessor took about 3.8 ms of CPU per request with OpenBLAS's default
+    threads and about 1.1 ms with one. ``TRIMODAL_STUB_BLAS_THREADS=0`` keeps the library's default.
 
     Returns:
         The thread limit applied, or None when the default was kept.
