@@ -6,18 +6,23 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 LOAD_VENV ?= .venv-load
 LOAD_INSTALLED := $(LOAD_VENV)/.installed
+ANALYZER_VENV ?= .venv-analyzer
+ANALYZER_INSTALLED := $(ANALYZER_VENV)/.installed
+ANALYZER_PIN := triton-model-analyzer==1.58.* numpy<2
+TUNE_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := espeak-ng sox libb64-0d python3-venv
 DOCTOR := $(PYTHON) trimodal/doctor.py --venv $(VENV)
 PYTEST_ARGS ?=
 
-.PHONY: help doctor install loadtest apt build render run serve test lint unit integration tools bench evidence clean
+.PHONY: help doctor install loadtest analyzer tune apt build render run serve test lint unit integration tools bench evidence clean
 
 help:
 	@echo "make run    install, build if needed, serve on 8000/8001/8002 and classify the bundled samples"
 	@echo "make test   install, build if needed, lint, unit + integration tests (real tritonserver)"
 	@echo "make build  dataset -> training -> ONNX -> model_repository (cached)"
 	@echo "make bench  benchmarks (see benchmarks/)"
+	@echo "make tune   Model Analyzer quick config search of the ONNX models (TUNE_ARGS='fusion_classifier ...')"
 	@echo "make evidence  copy the build's and tests' figures into benchmarks/ and re-render README's figures"
 	@echo "make doctor preflight: Python, glibc, disk, apt packages, ports, a half-made venv (seconds)"
 
@@ -51,6 +56,19 @@ $(LOAD_INSTALLED): pyproject.toml
 
 loadtest: $(LOAD_INSTALLED)
 
+# Model Analyzer in a venv of its own: it pins its own tritonclient/protobuf/numpy; numpy<2 as nvidia-pytriton.
+$(ANALYZER_INSTALLED):
+	@$(DOCTOR) --venv $(ANALYZER_VENV) --quiet --repair
+	@[ -x $(ANALYZER_VENV)/bin/python ] || $(PYTHON) -m venv $(ANALYZER_VENV)
+	$(ANALYZER_VENV)/bin/pip install -q --upgrade pip
+	$(ANALYZER_VENV)/bin/pip install -q $(foreach p,$(ANALYZER_PIN),'$(p)')
+	@touch $@
+
+analyzer: $(ANALYZER_INSTALLED)
+
+tune: build analyzer
+	$(BIN)/trimodal tune $(TUNE_ARGS)
+
 tools: install
 	@if [ -f deploy/tools.sh ]; then bash deploy/tools.sh; fi
 
@@ -78,7 +96,7 @@ unit: install
 integration: build
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-test: build loadtest tools lint
+test: build loadtest analyzer tools lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: build

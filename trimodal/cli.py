@@ -303,6 +303,57 @@ def serve(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def tune(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(help="Models to tune (default: the four ONNX models; 'multimodal' = the ensemble)."),
+    ] = None,
+    target: Annotated[
+        Target, typer.Option(help="Whose configs: cpu (configs/cpu.pbtxt, here) or gpu (config.pbtxt).")
+    ] = Target.cpu,
+    max_instances: Annotated[int, typer.Option(min=1, help="Largest instance count tried.")] = 4,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="Largest max_batch_size tried.")] = 32,
+    max_concurrency: Annotated[int, typer.Option(min=1, help="Largest perf_analyzer concurrency.")] = 64,
+    window_ms: Annotated[int, typer.Option(min=100, help="perf_analyzer measurement window, milliseconds.")] = 2000,
+    repository: RepoOption = None,
+    build_dir: BuildDirOption = None,
+    out: Annotated[Path | None, typer.Option(help="Results folder (default build/tune/<timestamp>).")] = None,
+    analyzer: Annotated[
+        Path | None, typer.Option(envvar="TRIMODAL_MODEL_ANALYZER", help="model-analyzer executable.")
+    ] = None,
+) -> None:
+    """Model Analyzer's quick config search (instances x max batch size) against the real tritonserver.
+
+    Needs Model Analyzer in .venv-analyzer (`make tune` installs it). About 5-10 minutes per model on 2 cores.
+    """
+    from trimodal.triton.analyzer import (
+        DEFAULT_MODELS,
+        SearchLimits,
+        check_models,
+        default_out,
+        find_model_analyzer,
+        summary_table,
+    )
+    from trimodal.triton.analyzer import tune as run_tune
+
+    layout = Layout.default(build_dir=build_dir, repository=repository)
+    chosen = list(models or DEFAULT_MODELS)
+    find_model_analyzer(analyzer)
+    check_models(chosen, layout.repository.root, target.value)
+    limits = SearchLimits(max_instances=max_instances, max_batch_size=max_batch_size,
+                          max_concurrency=max_concurrency, window_ms=window_ms)  # fmt: skip
+    folder = out or default_out(layout)
+    typer.echo(f"tune: Model Analyzer quick search of {', '.join(chosen)} on the {target.value} target; results go to "
+               f"{folder} (roughly 5-10 minutes per model on 2 cores)")  # fmt: skip
+    run, measurements = run_tune(layout, chosen, limits, target=target.value, out=folder, analyzer=analyzer,
+                                 echo=typer.echo)  # fmt: skip
+    typer.echo("")
+    for line in summary_table(run, measurements):
+        typer.echo(line)
+    typer.echo(f"results: {run.out} (results/*.csv, reports/summaries/*/result_summary.*, checkpoints/)")
+
+
 def _sample_files(folder: Path) -> list[tuple[Path, Path, Path, dict[str, Any]]]:
     samples = []
     for meta in sorted(folder.glob("*.json")):

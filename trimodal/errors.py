@@ -53,3 +53,7 @@ class AutoscaleError(TrimodalError):
 
 class EvidenceError(TrimodalError):
     """A documented figure has no artifact, or a document's evidence region is unknown or malformed."""
+
+
+class TuneError(TrimodalError):
+    """Model Analyzer could not run (not installed, unknown model, repository not built) or measured nothing."""

@@ -208,7 +208,15 @@ class StopReport:
     drain: DrainReport | None = None
 
 
-def _server_env(embedded: bool) -> dict[str, str]:
+def server_env(embedded: bool) -> dict[str, str]:
+    """The environment tritonserver runs in: this venv's bin first on PATH, the wheel's libraries when embedded.
+
+    Args:
+        embedded: the binary is the nvidia-pytriton wheel's (its Python stub needs ``nvidia_pytriton.libs``).
+
+    Returns:
+        A copy of this process's environment with PATH (and LD_LIBRARY_PATH) set.
+    """
     env = dict(os.environ)
     # The Python stub runs in isolated mode: it sees this venv's packages only when its bin is first on PATH.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -290,7 +298,7 @@ class TritonServer:
         LOGGER.debug("command: %s", " ".join(command).replace(self.admin_key, "<admin-key>"))
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=_server_env(embedded), start_new_session=True
+                command, stdout=log, stderr=subprocess.STDOUT, env=server_env(embedded), start_new_session=True
             )
         self._start_watchdog(self.process.pid)
         try:
