@@ -201,6 +201,7 @@ class AnalyzerRun:
     @classmethod
     def create(cls, out: Path) -> AnalyzerRun:
         """A run writing into ``out``, on free ports."""
+        out = out.resolve()
         return cls(out=out, staged=out / "model_repository", http_port=free_port(), grpc_port=free_port(),
                    metrics_port=free_port(), shm_prefix=f"{SHM_PREFIX}{os.getpid()}_{out.name}_")  # fmt: skip
 
