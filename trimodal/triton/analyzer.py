@@ -449,24 +449,41 @@ def best_per_model(measurements: Sequence[Measurement]) -> dict[str, Measurement
     return best
 
 
+def shipped_at(measurements: Sequence[Measurement], model: str, concurrency: int) -> Measurement | None:
+    """The shipped config's measurement of ``model`` at ``concurrency``, else its best one (None if unmeasured)."""
+    shipped = [m for m in measurements if m.model == model and m.shipped]
+    same = [m for m in shipped if m.concurrency == concurrency]
+    return best_per_model(same or shipped).get(model)
+
+
+def _row(run: AnalyzerRun, label: str, tag: str, item: Measurement) -> str:
+    return (
+        f"{label:<18} {tag + ' ' + item.variant:<38} {item.instances:<10} {batching_summary(run, item.variant):<50} "
+        f"{item.concurrency:>5} {item.throughput:>8.1f} {item.p99_ms:>8.1f}"
+    )
+
+
 def summary_table(run: AnalyzerRun, measurements: Sequence[Measurement]) -> list[str]:
-    """Lines of the short table: per model the best config found, its throughput and p99, vs the shipped one."""
+    """Lines of the short table: per model the best config the search found vs the shipped one.
+
+    The shipped row is at the same concurrency when Model Analyzer measured it there (its concurrency sweep),
+    else the shipped config's best measurement (quick search measures it at 2 x max batch x instances).
+    """
     lines = [
-        f"{'model':<18} {'config':<36} {'instances':<10} {'batching':<50} {'conc':>5} {'infer/s':>8} {'p99 ms':>8}"
+        f"{'model':<18} {'config':<38} {'instances':<10} {'batching':<50} {'conc':>5} {'infer/s':>8} {'p99 ms':>8}"
     ]
-    for model, best in best_per_model(measurements).items():
-        shipped = best_per_model([m for m in measurements if m.model == model and m.shipped]).get(model)
-        for tag, item in (("best", best), ("shipped", shipped)):
-            if item is None:
-                lines.append(f"{'':<18} {'shipped: not measured':<36} (see {run.out / 'perf_analyzer_error.log'})")
-                continue
-            lines.append(
-                f"{model if tag == 'best' else '':<18} {tag + ' ' + item.variant:<36} {item.instances:<10} "
-                f"{batching_summary(run, item.variant):<50} {item.concurrency:>5} {item.throughput:>8.1f} "
-                f"{item.p99_ms:>8.1f}"
-            )
-        if shipped is not None and shipped.throughput > 0:
+    found = best_per_model([m for m in measurements if not m.shipped])
+    for model in dict.fromkeys(m.model for m in measurements):
+        best = found.get(model)
+        shipped = shipped_at(measurements, model, best.concurrency if best else -1)
+        lines.append(_row(run, model, "best", best) if best else f"{model:<18} no other config was measured")
+        if shipped is None:
+            lines.append(f"{'':<18} shipped: not measured (see {run.out / 'perf_analyzer_error.log'})")
+            continue
+        lines.append(_row(run, "", "shipped*", shipped))
+        if best is not None and shipped.throughput > 0:
             lines.append(f"{'':<18} best / shipped throughput: {best.throughput / shipped.throughput:.2f}x")
+    lines.append("* the shipped config as staged for Model Analyzer: no preferred batch sizes, no queue timeout")
     return lines
 
 
