@@ -307,7 +307,7 @@ def serve(
 def tune(
     models: Annotated[
         list[str] | None,
-        typer.Argument(help="Models to tune (default: the four ONNX models; 'multimodal' = the ensemble)."),
+        typer.Argument(help="Models to tune (default: the four ONNX models)."),
     ] = None,
     target: Annotated[
         Target, typer.Option(help="Whose configs: cpu (configs/cpu.pbtxt, here) or gpu (config.pbtxt).")

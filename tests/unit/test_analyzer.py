@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from trimodal.triton.analyzer import (
     check_models,
     find_model_analyzer,
     read_config,
+    run_analyzer,
     stage_repository,
     write_config,
 )
@@ -57,11 +59,6 @@ def test_gpu_target_stages_config_pbtxt(repository: Path, tmp_path: Path):
     assert read_config(staged / contract.FUSION / "config.pbtxt").platform == "tensorrt_plan"
 
 
-def test_ensemble_brings_its_composing_models(repository: Path, tmp_path: Path):
-    staged = stage_repository(repository, [contract.ENSEMBLE], "cpu", tmp_path / "staged")
-    assert {p.name for p in staged.iterdir()} == {contract.ENSEMBLE, *contract.MODEL_NAMES}
-
-
 def test_yaml_is_a_quick_search_over_grpc_with_the_servers_environment(tmp_path: Path):
     run = AnalyzerRun.create(tmp_path / "run")
     limits = SearchLimits(max_instances=2, max_batch_size=8, max_concurrency=16, window_ms=1500)
@@ -92,8 +89,23 @@ def test_clear_errors(repository: Path, tmp_path: Path, monkeypatch: pytest.Monk
         check_models(["nope"], repository, "cpu")
     with pytest.raises(TuneError, match="unknown model 'preprocess_text'"):
         check_models(["preprocess_text"], repository, "cpu")
+    with pytest.raises(TuneError, match="hung here"):
+        check_models([contract.ENSEMBLE], repository, "cpu")
     (repository / contract.FUSION / "1" / "model.onnx").unlink()
     with pytest.raises(TuneError, match="trimodal build"):
         check_models([contract.FUSION], repository, "cpu")
     with pytest.raises(TuneError, match="trimodal build"):
         check_models([contract.FUSION], tmp_path / "no-repo", "cpu")
+
+
+def test_a_silent_analyzer_is_stopped_at_the_timeout(tmp_path: Path):
+    script = tmp_path / "model-analyzer"
+    script.write_text("#!/bin/sh\necho started\nexec sleep 60\n")
+    script.chmod(0o755)
+    run = AnalyzerRun.create(tmp_path / "run")
+    run.out.mkdir()
+    lines: list[str] = []
+    with pytest.raises(TuneError, match="ran past 1 s"):
+        run_analyzer(run, script, dict(os.environ), lines.append, timeout_s=1.0)
+    assert lines == ["started"]
+    assert run.log_file.read_text() == "started\n"

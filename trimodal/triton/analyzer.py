@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ LOGGER = logging.getLogger(__name__)
 ANALYZER_ENV = "TRIMODAL_MODEL_ANALYZER"
 ANALYZER_VENV = ".venv-analyzer"
 DEFAULT_MODELS: tuple[str, ...] = contract.ENCODERS
-# The preprocessors and postprocess take what only the ensemble makes (raw bytes, the fusion outputs): tuned with it.
-TUNABLE: tuple[str, ...] = (*contract.ENCODERS, contract.ENSEMBLE)
+# The ONNX models. The preprocessors and postprocess take what only the ensemble makes, and Model Analyzer 1.58's
+# quick search of the ensemble (8 composing models) hung here before its first measurement (no server running).
+TUNABLE: tuple[str, ...] = contract.ENCODERS
 RESULTS_CSV = Path("results") / "metrics-model-inference.csv"
 OUTPUT_REPOSITORY = "output_model_repository"
 SHM_PREFIX = "trimodal_tune_"
@@ -111,22 +113,20 @@ def check_models(models: Sequence[str], repository: Path, target: str) -> None:
     Raises:
         TuneError: naming the model, the known ones, or the missing file and ``trimodal build``.
     """
-    for model in models:
-        if model not in TUNABLE:
-            raise TuneError(f"unknown model {model!r}; expected one of {', '.join(TUNABLE)}")
-        for name in _with_composing([model]):
-            config = source_config(repository, name, target)
-            if not config.is_file():
-                raise TuneError(f"{name}: no {config}: run `trimodal build` (or `trimodal render`)")
-            for graph in _graphs(read_config(config)):
-                if not (repository / name / VERSION / graph).is_file():
-                    raise TuneError(f"{name}: no {repository / name / VERSION / graph}: run `trimodal build` first")
-
-
-def _with_composing(models: Sequence[str]) -> list[str]:
-    """The models and, for the ensemble, every model it is made of."""
-    names = [*models, *(contract.MODEL_NAMES if contract.ENSEMBLE in models else ())]
-    return list(dict.fromkeys(names))
+    for name in models:
+        if name == contract.ENSEMBLE:
+            raise TuneError(
+                f"{name}: Model Analyzer 1.58's quick search of the ensemble hung here before its first measurement; "
+                f"tune its ONNX models ({', '.join(TUNABLE)}) and measure the ensemble with `trimodal bench`"
+            )
+        if name not in TUNABLE:
+            raise TuneError(f"unknown model {name!r}; expected one of {', '.join(TUNABLE)}")
+        config = source_config(repository, name, target)
+        if not config.is_file():
+            raise TuneError(f"{name}: no {config}: run `trimodal build` (or `trimodal render`)")
+        for graph in _graphs(read_config(config)):
+            if not (repository / name / VERSION / graph).is_file():
+                raise TuneError(f"{name}: no {repository / name / VERSION / graph}: run `trimodal build` first")
 
 
 def source_config(repository: Path, model: str, target: str) -> Path:
@@ -163,14 +163,14 @@ def stage_repository(repository: Path, models: Sequence[str], target: str, dest:
 
     Args:
         repository: the project's model repository.
-        models: the models to tune (the ensemble brings its composing models).
+        models: the models to tune.
         target: ``cpu`` or ``gpu``.
         dest: the folder to create.
 
     Returns:
         ``dest``.
     """
-    for name in _with_composing(models):
+    for name in models:
         config = read_config(source_config(repository, name, target))
         if config.HasField("dynamic_batching"):
             del config.dynamic_batching.preferred_batch_size[:]
@@ -339,22 +339,35 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-@contextlib.contextmanager
-def _process_group(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[str]]:
-    """Model Analyzer in a session of its own, killed with everything it started if the caller stops early."""
-    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True, stdin=subprocess.DEVNULL)  # fmt: skip
+def _stop_group(process: subprocess.Popen[str]) -> None:
+    """SIGTERM the process group of ``process``, SIGKILL it after 20 s."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
     try:
-        yield process
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.contextmanager
+def _sigterm_as_error() -> Iterator[None]:
+    """In the main thread, turn SIGTERM into a TuneError so that the cleanup below still runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_error(signum: int, frame: object) -> None:
+        raise TuneError("stopped by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, raise_error)
+    try:
+        yield
     finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_analyzer(
@@ -362,31 +375,48 @@ def run_analyzer(
 ) -> int:
     """Run ``model-analyzer profile`` on the run's YAML, echoing and logging its output.
 
+    Model Analyzer runs in a session of its own; on a timeout, an error or SIGTERM it is stopped with everything
+    it started, and :func:`stop_leftover_servers` runs in every case.
+
     Args:
         run: the run (its YAML must be written).
         analyzer: the model-analyzer executable.
         env: its environment (perf_analyzer's libraries on LD_LIBRARY_PATH).
         echo: called with each output line.
-        timeout_s: stop it after this long (None = no limit).
+        timeout_s: stop it after this long (None = no limit), even if it prints nothing.
 
     Returns:
         Model Analyzer's exit code.
 
     Raises:
-        TuneError: if it ran past ``timeout_s``.
+        TuneError: if it ran past ``timeout_s`` or this process got SIGTERM.
     """
     command = [str(analyzer), "profile", "-f", str(run.config_file)]
-    started = time.monotonic()
+    process = subprocess.Popen(command, env=env, cwd=run.out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True, stdin=subprocess.DEVNULL)  # fmt: skip
+    fired = threading.Event()
+
+    def expire() -> None:
+        fired.set()
+        _stop_group(process)
+
+    timer = threading.Timer(timeout_s, expire) if timeout_s is not None else None
     try:
-        with _process_group(command, env, run.out) as process, run.log_file.open("w", encoding="utf-8") as log:
+        with _sigterm_as_error(), run.log_file.open("w", encoding="utf-8") as log:
+            if timer is not None:
+                timer.start()
             assert process.stdout is not None
             for line in process.stdout:
                 log.write(line)
                 echo(line.rstrip("\n"))
-                if timeout_s is not None and time.monotonic() - started > timeout_s:
-                    raise TuneError(f"Model Analyzer ran past {timeout_s:.0f} s (log: {run.log_file})")
-            return process.wait()
+            code = process.wait()
+        if fired.is_set():
+            raise TuneError(f"Model Analyzer ran past {timeout_s or 0:.0f} s and was stopped (log: {run.log_file})")
+        return code
     finally:
+        if timer is not None:
+            timer.cancel()
+        _stop_group(process)
         left = stop_leftover_servers(run)
         if left:
             LOGGER.warning("stopped tritonserver(s) %s that Model Analyzer left running", left)
@@ -495,18 +525,11 @@ def default_out(layout: Layout) -> Path:
 def input_data(layout: Layout, models: Sequence[str], folder: Path, samples: int) -> dict[str, Path]:
     """perf_analyzer input JSON for each model, from real test samples (:mod:`.analyzer_data`)."""
     from trimodal.spec import load_spec
-    from trimodal.triton.analyzer_data import model_tensors, write_ensemble_input_data, write_model_input_data
+    from trimodal.triton.analyzer_data import model_tensors, write_model_input_data
 
     spec = load_spec(layout.spec)
-    single = [m for m in models if m in contract.ENCODERS]
-    data: dict[str, Path] = {}
-    if single:
-        tensors = model_tensors(spec, layout.repository.root, layout.build.root, samples)
-        for model in single:
-            data[model] = write_model_input_data(spec, model, tensors, folder / f"{model}.json")
-    if contract.ENSEMBLE in models:
-        data[contract.ENSEMBLE] = write_ensemble_input_data(layout.build.root, folder / "multimodal.json", samples)
-    return data
+    tensors = model_tensors(spec, layout.repository.root, layout.build.root, samples)
+    return {model: write_model_input_data(spec, model, tensors, folder / f"{model}.json") for model in models}
 
 
 def tune(

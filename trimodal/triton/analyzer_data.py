@@ -4,15 +4,12 @@ Random data is wrong for these models: the text encoder's token ids must index i
 mask decides how much padding is trimmed, and the fusion head's masks must be 0 or 1. So each model gets the
 tensors it really receives in the ensemble: the test split's samples through the same preprocessing and the same
 ONNX graphs (:class:`~trimodal.runtime.pipeline.LocalPipeline`), one perf_analyzer ``--input-data`` entry per
-sample (``content`` + ``shape``, so variable dims such as the token axis need no ``--shape``). The ensemble gets
-the raw bytes of the three modalities.
+sample (``content`` + ``shape``, so variable dims such as the token axis need no ``--shape``).
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +57,6 @@ def _entry(tensor: np.ndarray) -> dict[str, object]:
     return {"content": tensor.ravel().tolist(), "shape": list(tensor.shape)}
 
 
-def _bytes_entry(value: bytes) -> dict[str, object]:
-    # perf_analyzer reads b64 data as the raw tensor: for BYTES that is a 4-byte little-endian length per element.
-    return {"b64": base64.b64encode(struct.pack("<I", len(value)) + value).decode("ascii"), "shape": [1]}
-
-
 def write_model_input_data(spec: PipelineSpec, model: str, tensors: dict[str, np.ndarray], path: Path) -> Path:
     """perf_analyzer ``--input-data`` JSON for one model: one entry per sample of ``tensors``.
 
@@ -86,27 +78,6 @@ def write_model_input_data(spec: PipelineSpec, model: str, tensors: dict[str, np
         raise TuneError(f"{model}: no data for inputs {missing}")
     count = len(tensors[names[0]])
     data = [{name: _entry(np.asarray(tensors[name][index])) for name in names} for index in range(count)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"data": data}), encoding="utf-8")
-    return path
-
-
-def write_ensemble_input_data(build_root: Path, path: Path, samples: int = 32) -> Path:
-    """perf_analyzer ``--input-data`` JSON for the ensemble: raw IMAGE/TEXT/AUDIO bytes of test samples.
-
-    Args:
-        build_root: the build folder holding the dataset.
-        path: the JSON file to write.
-        samples: how many test samples.
-
-    Returns:
-        ``path``.
-    """
-    images, texts, audio = _test_columns(build_root, samples)
-    data = [
-        {contract.IMAGE: _bytes_entry(i), contract.TEXT: _bytes_entry(t), contract.AUDIO: _bytes_entry(a)}
-        for i, t, a in zip(images, texts, audio, strict=True)
-    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"data": data}), encoding="utf-8")
     return path
