@@ -78,9 +78,24 @@ def _counters(server) -> dict[tuple[str, str], float]:
     return counters
 
 
+# The ensemble's longest path queues at four stages in turn: a preprocessor, an encoder, the fusion head, the
+# postprocess step.
+QUEUED_STAGES = ("preprocess_text", "text_encoder", "fusion_classifier", "postprocess")
+
+
+def _queueing_bound_ms() -> float:
+    """What a success can have waited at most: each queued stage's queue timeout (pipeline.yaml), in turn."""
+    from trimodal.spec import load_spec
+
+    serving = load_spec(None).serving
+    return sum(serving.resolved(model).queue_timeout_us for model in QUEUED_STAGES) / 1000.0
+
+
 def test_overload_sheds_with_unavailable(capacity, tmp_path: Path) -> None:
     """Open-loop load at 2x capacity: every failure is UNAVAILABLE, every request is answered within its
-    deadline, successes keep a bounded p99, the server stays live, and the client's counts match the server's.
+    deadline, successes keep a p99 below the queueing bound (the queue timeouts of the four stages a request
+    passes in turn: 4 s as configured, under the 5 s deadline), the server stays live, and the client's counts
+    match the server's.
 
     Runs on a server of its own: should a request be cancelled by its deadline after all, Triton 2.51's
     ensemble can crash or wedge (benchmarks/RELIABILITY.md), which must not take other tests down.
@@ -109,7 +124,7 @@ def _overload(server: TritonServer, generator: LoadGenerator, capacity: float) -
     shed = [o for o in result.outcomes if o.status == "UNAVAILABLE"]
     assert all("timeout" in o.message.lower() or "queue" in o.message.lower() for o in shed), shed[:3]
     assert max(o.latency_s for o in result.outcomes) < DEADLINE_S, "a request was not answered within its deadline"
-    assert result.percentile_ms(99) < 3000.0, summary
+    assert result.percentile_ms(99) < _queueing_bound_ms(), summary
     assert server.is_live() and server.is_ready()
     # Client and server agree: every request the client sent reached the server, its successes are the
     # server's, and its UNAVAILABLE answers are the server's failures (received - succeeded). (The ensemble's own
