@@ -67,7 +67,7 @@ class ScalingPolicy:
     min_replicas: int = 2
     max_replicas: int = 8
     # (metric, per-pod target): the HPA takes the largest recommendation over them.
-    metrics: tuple[tuple[str, float], ...] = (("requestRate", 143.0), ("queueComputeRatio", 0.5))
+    metrics: tuple[tuple[str, float], ...] = (("requestRate", 162.0), ("queueComputeRatio", 0.5))
     tolerance: float = 0.1
     sync_period_s: float = 15.0
     metric_window_s: float = 60.0

@@ -38,7 +38,7 @@ def policy(**kw) -> ScalingPolicy:
 def test_policy_is_read_from_the_chart_values() -> None:
     p = ScalingPolicy.from_chart_values()
     assert (p.min_replicas, p.max_replicas) == (2, 8)
-    assert dict(p.metrics) == {"requestRate": 143.0, "queueComputeRatio": 1.0}
+    assert dict(p.metrics) == {"requestRate": 162.0, "queueComputeRatio": 1.0}
     assert p.scale_down_window_s == 600 and p.scale_up_window_s == 30
     assert p.metric_window_s == 60
     assert {r.kind for r in p.scale_up_rules} == {"Percent", "Pods"}
@@ -83,8 +83,8 @@ def test_replicas_rise_only_after_startup_delay() -> None:
     assert at <= first_desired <= at + p.metric_window_s + p.sync_period_s + p.scale_up_window_s + 5
     assert first_ready >= first_desired + startup
     assert max(ready[i] for i in range(len(t)) if t[i] < first_desired + startup) == p.min_replicas
-    # eventually enough capacity: 600 req/s at 143 req/s per pod target -> 5 pods at least
-    assert ready[-1] >= math.ceil(600 / 143)
+    # eventually enough capacity: 600 req/s at 162 req/s per pod target -> 4 pods at least
+    assert ready[-1] >= math.ceil(600 / 162)
     assert result.p99_ms[-1] < 100
 
 
