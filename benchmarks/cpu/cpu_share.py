@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -28,9 +29,11 @@ from trimodal.bench.baselines import triton_server
 from trimodal.bench.traffic import LoadGenerator, samples_from_split
 from trimodal.layout import Layout
 from trimodal.runtime.backends.base import BLAS_THREADS_ENV
+from trimodal.triton.processes import group_members, stub_processes
 
 HERE = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
+STUB_INSTANCE = re.compile(r"_\d+_\d+$")  # a stub serves instance <model>_<group>_<index>
 
 
 def cpu_seconds(pid: int) -> float:
@@ -41,19 +44,8 @@ def cpu_seconds(pid: int) -> float:
 
 def group_names(pgid: int) -> dict[int, str]:
     """Every process of the server's group, named: tritonserver, or the model a stub serves."""
-    names = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError, IndexError):
-            continue
-        stub = len(argv) > 1 and b"stub" in argv[0]
-        names[int(proc.name)] = Path(argv[1].decode()).parent.parent.name if stub else "tritonserver"
-    return names
+    stubs = {pid: STUB_INSTANCE.sub("", instance) for pid, instance in stub_processes(pgid).items()}
+    return {pid: stubs.get(pid, "tritonserver") for pid in group_members(pgid)}
 
 
 def measure(repo: Path, blas_threads: int, seconds: float, work: Path) -> dict[str, object]:

@@ -22,9 +22,7 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -40,6 +38,7 @@ from trimodal.bench.stats import breakdown, snapshot
 from trimodal.bench.workload import WorkItem, check_label, check_probabilities, parse_label_entry
 from trimodal.layout import RepositoryLayout
 from trimodal.spec import PRECISIONS, ModelServing, PipelineSpec
+from trimodal.triton.processes import stop_group
 
 LOGGER = logging.getLogger(__name__)
 
@@ -382,20 +381,6 @@ def _wait_healthy(process: subprocess.Popen[bytes], url: str, log_path: Path, ti
         time.sleep(0.5)
 
 
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-@contextlib.contextmanager
 def naive_server(
     build_dir: Path, repo_dir: Path, spec_path: Path | None, log_path: Path, workers: int = 1,
     timeout_s: float = 300.0,
@@ -419,7 +404,7 @@ def naive_server(
         _wait_healthy(process, url, log_path, timeout_s)
         yield url
     finally:
-        _stop_group(process)
+        stop_group(process)
 
 
 def naive_payload(item: WorkItem) -> bytes:

@@ -243,12 +243,13 @@ def _targets_table(report: Path) -> list[str]:
     return [line for line in section.group(1).splitlines() if line.startswith("|")] if section else []
 
 
-def _level_rows(folder: Path, concurrency: int) -> list[str]:
+def _level_rows(results: Mapping[str, Any], concurrency: int) -> list[str]:
     """Every baseline (and setting) at one closed-loop concurrency: median [min-max] over its repetitions."""
     from trimodal.bench.aggregate import rows
-    from trimodal.bench.results import BenchResults
+    from trimodal.bench.loadgen import LevelResult
 
-    selected = [row for row in rows(BenchResults.load(folder).levels)
+    levels = [LevelResult.from_dict(level) for level in results.get("levels", [])]
+    selected = [row for row in rows(levels)
                 if row.mode == "concurrency" and row.concurrency == concurrency]  # fmt: skip
     lines = [f"| {row.baseline} ({row.tool}) | {row.throughput.text()} | {row.p50.text()} | {row.p99.text()} | "
              f"{row.errors} |" for row in selected]  # fmt: skip
@@ -268,7 +269,7 @@ def benchmark(layout: Layout) -> str:
         source = meta.get("saturation_source")
         text += f"; Triton saturation {meta['saturation_rps']:.1f} req/s" + (f" ({source})" if source else "")
     text += f"). Details: [{relative}/report.md]({relative}/report.md), [benchmarks/README.md](benchmarks/README.md)."
-    blocks = [block for block in (_targets_table(folder / "report.md"), _level_rows(folder, 16)) if block]
+    blocks = [block for block in (_targets_table(folder / "report.md"), _level_rows(results, 16)) if block]
     variants = [f"{row['name']}: {row['summary']}" for row in results.get("tuning", []) if row.get("summary")]
     if variants:
         blocks.append(["Config variants tried in the same run: " + "; ".join(variants) + "."])

@@ -36,7 +36,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from trimodal import contract
 from trimodal.errors import TrimodalError, TuneError
 from trimodal.layout import CONFIG_FILE, VERSION, Layout, project_root
-from trimodal.triton.processes import running_servers
+from trimodal.triton.processes import alive, running_servers, stop_group
 from trimodal.triton.server import SHM_DIR, find_tritonserver, free_port, prepare_backends, server_env
 
 LOGGER = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ def stop_leftover_servers(run: AnalyzerRun, grace_s: float = 15.0) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while pids and time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+    while pids and time.monotonic() < deadline and any(alive(pid) for pid in pids):
         time.sleep(0.25)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -329,28 +329,6 @@ def stop_leftover_servers(run: AnalyzerRun, grace_s: float = 15.0) -> list[int]:
         with contextlib.suppress(OSError):
             segment.unlink()
     return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _stop_group(process: subprocess.Popen[str]) -> None:
-    """SIGTERM the process group of ``process``, SIGKILL it after 20 s."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @contextlib.contextmanager
@@ -398,7 +376,7 @@ def run_analyzer(
 
     def expire() -> None:
         fired.set()
-        _stop_group(process)
+        stop_group(process, grace_s=20.0)
 
     timer = threading.Timer(timeout_s, expire) if timeout_s is not None else None
     try:
@@ -416,7 +394,7 @@ def run_analyzer(
     finally:
         if timer is not None:
             timer.cancel()
-        _stop_group(process)
+        stop_group(process, grace_s=20.0)
         left = stop_leftover_servers(run)
         if left:
             LOGGER.warning("stopped tritonserver(s) %s that Model Analyzer left running", left)

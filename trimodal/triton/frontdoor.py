@@ -62,8 +62,7 @@ def socket_fds(pid: int, inodes: set[int]) -> list[int]:
     return sorted(fds)
 
 
-def _shutdown_remote(pidfd: int, fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
+def _shutdown_remote(libc: ctypes.CDLL, pidfd: int, fd: int) -> None:
     local = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
     if local < 0:
         errno = ctypes.get_errno()
@@ -91,10 +90,11 @@ def close_front_door(pid: int, ports: Iterable[int]) -> int:
         OSError: if the kernel refuses (no ``pidfd_getfd``, no ptrace rights, the process is gone).
     """
     fds = socket_fds(pid, socket_inodes(pid, ports))
+    libc = ctypes.CDLL(None, use_errno=True)
     pidfd = os.pidfd_open(pid)
     try:
         for fd in fds:
-            _shutdown_remote(pidfd, fd)
+            _shutdown_remote(libc, pidfd, fd)
     finally:
         os.close(pidfd)
     LOGGER.info("front door closed: %d socket(s) of pid %d on ports %s shut down", len(fds), pid, sorted(ports))

@@ -5,7 +5,11 @@ Read from ``/proc`` (Linux), so it needs no extra package and sees processes of 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,16 +33,47 @@ def _processes() -> list[Path]:
     return [entry for entry in PROC.iterdir() if entry.name.isdigit()]
 
 
+def _state(proc: Path) -> str:
+    return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (not gone, not a zombie)."""
+    try:
+        return _state(PROC / str(pid)) != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def group_members(pgid: int) -> list[int]:
     """Pids of every live process in a process group (a server and its stubs share one)."""
     members = []
     for proc in _processes():
         try:
-            if _pgid(proc) == pgid and (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            if _pgid(proc) == pgid and _state(proc) != "Z":
                 members.append(int(proc.name))
         except (OSError, ValueError, IndexError):
             continue
     return members
+
+
+def stop_group(process: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """SIGTERM the process group ``process`` leads, SIGKILL it after ``grace_s`` s; return once it has exited.
+
+    Args:
+        process: a child started with ``start_new_session=True`` (it leads its own process group).
+        grace_s: how long to wait for a clean exit after SIGTERM.
+    """
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def stub_processes(pgid: int) -> dict[int, str]:
