@@ -381,6 +381,7 @@ def _wait_healthy(process: subprocess.Popen[bytes], url: str, log_path: Path, ti
         time.sleep(0.5)
 
 
+@contextlib.contextmanager
 def naive_server(
     build_dir: Path, repo_dir: Path, spec_path: Path | None, log_path: Path, workers: int = 1,
     timeout_s: float = 300.0,
