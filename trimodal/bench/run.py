@@ -36,6 +36,7 @@ from trimodal.bench.loadgen import LevelResult
 from trimodal.bench.results import BenchMeta, BenchResults
 from trimodal.errors import BenchError
 from trimodal.layout import BuildLayout
+from trimodal.machine import cpu_model
 
 if TYPE_CHECKING:
     from trimodal.bench.workload import WorkItem
@@ -141,15 +142,7 @@ def parse_baselines(text: str) -> tuple[str, ...]:
 
 def machine() -> str:
     """One line about this machine: cores, CPU model, OS and Python."""
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPU cores ({cpu}), no GPU used, {platform.system()} {platform.release()}, " \
+    return f"{os.cpu_count()} CPU cores ({cpu_model()}), no GPU used, {platform.system()} {platform.release()}, " \
         f"Python {platform.python_version()}"  # fmt: skip
 
 

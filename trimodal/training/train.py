@@ -28,6 +28,7 @@ import numpy as np
 
 from trimodal import contract
 from trimodal.layout import BuildLayout
+from trimodal.machine import fingerprint
 from trimodal.spec import MODALITIES, PipelineSpec
 from trimodal.training.encoders import encode_splits, pretrain_encoder, text_embeddings
 from trimodal.training.evaluate import check_targets
@@ -163,6 +164,9 @@ def train_all(
         "seconds": seconds,
         "seed": spec.seed,
         "torch_threads": TORCH_THREADS,
+        # The same seeds give other last bits on another instruction set: committed figures are compared exactly
+        # only with a build from the same kind of machine (tests/unit/test_evidence.py).
+        "machine": fingerprint(),
     }
     LOGGER.info("training done in %.0f s; served %s", seconds["total"], served_variant(spec))
     write_metrics(build.root, metrics)
