@@ -106,7 +106,7 @@ class BuildLayout:
         return self.tools / "lib"
 
     def onnx_file(self, model: str, precision: str = "fp32") -> Path:
-        """One model's graph at one precision: ``<model>.onnx`` (fp32), ``<model>.fp16.onnx``, ``<model>.int8.onnx``."""
+        """One model's graph at one precision: ``<model>.onnx`` (fp32), else ``<model>.<precision>.onnx``."""
         return self.onnx / (f"{model}.onnx" if precision == "fp32" else f"{model}.{precision}.onnx")
 
     def checkpoint(self, name: str) -> Path:
@@ -129,10 +129,11 @@ class RepositoryLayout:
         return self.root / model / version
 
     def onnx_file(self, model: str, precision: str = "fp32") -> Path:
-        """One model's ONNX graph at one precision: ``model.onnx`` (fp32), ``model.fp16.onnx``, ``model.int8.onnx``.
+        """One model's ONNX graph at one precision: ``model.onnx`` (fp32), else ``model.<precision>.onnx``.
 
-        fp16 graphs compute in half precision with fp32 inputs/outputs; int8 graphs carry Q/DQ nodes. The CPU
-        target serves one of them with ONNX Runtime; the GPU target builds TensorRT plans from them.
+        fp16 graphs compute in half precision with fp32 inputs/outputs; int8 graphs carry Q/DQ nodes; int8-cpu
+        graphs carry Q/DQ nodes with uint8 activations (ONNX Runtime CPU only). The CPU target serves one of them
+        with ONNX Runtime; the GPU target builds TensorRT plans from the fp32, fp16 or int8 one.
         """
         return self.version_dir(model) / onnx_filename(precision)
 

@@ -23,8 +23,11 @@ LOGGER = logging.getLogger(__name__)
 
 FUSION_STRATEGIES: tuple[str, ...] = ("concat", "weighted", "attention")
 Strategy = Literal["concat", "weighted", "attention"]
-Precision = Literal["fp32", "fp16", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+Precision = Literal["fp32", "fp16", "int8", "int8-cpu"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "int8-cpu")
+CPU_ONLY_PRECISIONS: tuple[str, ...] = ("int8-cpu",)
+"""Graphs ONNX Runtime runs and TensorRT cannot build (uint8 activations with a zero point: TensorRT takes int8
+with zero point 0 only)."""
 TARGETS: tuple[str, ...] = ("cpu", "gpu")
 
 
@@ -283,7 +286,8 @@ class PrecisionSpec(_Strict):
     """Which precision graph each ONNX model serves, per target.
 
     ``trimodal build`` writes every model at every precision (``model.onnx``, ``model.fp16.onnx``,
-    ``model.int8.onnx``); the CPU configs name the chosen graph, the GPU build makes plans from it. A plain
+    ``model.int8.onnx``, ``model.int8-cpu.onnx``); the CPU configs name the chosen graph, the GPU build makes
+    plans from it (``int8-cpu`` is refused there: TensorRT takes no uint8 activations). A plain
     string (the older form) sets the GPU precision and leaves the CPU target at fp32.
     """
 
@@ -294,6 +298,17 @@ class PrecisionSpec(_Strict):
     @classmethod
     def _from_string(cls, value: object) -> object:
         return {"cpu": "fp32", "gpu": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _gpu_builds_its_precisions(self) -> PrecisionSpec:
+        chosen = {self.gpu.default, *self.gpu.models.values()}
+        refused = sorted(chosen & set(CPU_ONLY_PRECISIONS))
+        if refused:
+            raise ValueError(
+                f"precision.gpu: {refused} is for ONNX Runtime on CPU only (uint8 activations, which "
+                "TensorRT cannot build); use int8 (symmetric Q/DQ) on the GPU target"
+            )
+        return self
 
     def of(self, model: str, target: str) -> str:
         """The precision ``model`` is served at on ``target`` (``cpu`` or ``gpu``)."""

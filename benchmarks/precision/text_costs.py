@@ -1,7 +1,8 @@
 """Text encoder compute per sample, each CPU step measured side by side in one run (short, in process).
 
 Variants: fp32 padded to max_tokens (the old path), fp32 with the padding cut, fp32 cut + ONNX Runtime's offline
-transformer optimizer (onnxruntime.transformers.optimizer, model_type=bert), fp16 cut, int8 cut, int8 padded.
+transformer optimizer (onnxruntime.transformers.optimizer, model_type=bert), fp16 cut, int8 (Q/DQ) cut and padded,
+int8-cpu (Q/DQ with uint8 activations, ONNX Runtime CPU only) cut and padded.
 Real test-split texts, batches of 8 (the served dynamic batches are 4-8), one intra-op thread as served.
 Usage: .venv/bin/python benchmarks/precision/text_costs.py  (writes text_encoder_costs.json/.md next to it).
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from trimodal import contract
 from trimodal.layout import Layout
+from trimodal.machine import cpu_model, fingerprint
 from trimodal.runtime.sessions import ort_session, run_session
 from trimodal.spec import load_spec
 from trimodal.training.features import load_features
@@ -56,8 +58,10 @@ def main() -> None:
             "fp32 cut": (graph("text_encoder"), True),
             "fp32 cut + ORT transformer optimizer": (optimized, True),
             "fp16 cut": (graph("text_encoder", "fp16"), True),
-            "int8 cut": (graph("text_encoder", "int8"), True),
-            "int8 padded": (graph("text_encoder", "int8"), False),
+            "int8 (Q/DQ, the TensorRT form) cut": (graph("text_encoder", "int8"), True),
+            "int8 (Q/DQ) padded": (graph("text_encoder", "int8"), False),
+            "int8-cpu cut": (graph("text_encoder", "int8-cpu"), True),
+            "int8-cpu padded": (graph("text_encoder", "int8-cpu"), False),
         }
         sessions = {name: ort_session(path, threads=1) for name, (path, _) in variants.items()}
         for name, (_, trim) in variants.items():  # warm-up
@@ -71,7 +75,8 @@ def main() -> None:
         "mean_real_tokens": round(mean_tokens, 2),
         "padded_to": int(test[contract.INPUT_IDS].shape[1]),
         "threads": 1,
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "machine": f"{platform.machine()}, {cpu_model()}",
+        "fingerprint": fingerprint(),
         "optimizer_fusions": fused,
         "ms_per_sample": {k: round(v, 3) for k, v in costs.items()},
         "speedup_vs_fp32_padded": {k: round(base / v, 2) for k, v in costs.items()},
@@ -81,7 +86,8 @@ def main() -> None:
         "# Text encoder compute per sample (ONNX Runtime CPU, 1 thread, batches of 8 real test texts)",
         "",
         f"Mean real tokens {result['mean_real_tokens']} of {result['padded_to']}; measured side by side in one run "
-        "by benchmarks/precision/text_costs.py (best of 3 passes).",
+        f"by benchmarks/precision/text_costs.py (best of 3 passes) on {result['machine']} "
+        f"({', '.join(result['fingerprint']['isa'])}).",
         "",
         "| variant | ms / sample | speed-up vs fp32 padded |",
         "|---|---|---|",

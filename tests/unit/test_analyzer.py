@@ -10,8 +10,8 @@ import yaml
 
 from trimodal import contract
 from trimodal.errors import TuneError
-from trimodal.layout import Layout
-from trimodal.spec import load_spec
+from trimodal.layout import Layout, onnx_filename
+from trimodal.spec import PRECISIONS, load_spec
 from trimodal.triton.analyzer import (
     AnalyzerRun,
     SearchLimits,
@@ -34,8 +34,8 @@ def repository(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     render(load_spec(Layout.default().spec), root)
     for model in contract.ENCODERS:
-        for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
-            (root / model / "1" / name).write_bytes(b"graph")
+        for precision in PRECISIONS:
+            (root / model / "1" / onnx_filename(precision)).write_bytes(b"graph")
     return root
 
 
@@ -49,8 +49,8 @@ def test_staged_config_is_the_cpu_config_without_preferred_sizes_or_queue_timeou
     assert config.dynamic_batching.max_queue_delay_microseconds == shipped.dynamic_batching.max_queue_delay_microseconds
     assert not config.dynamic_batching.HasField("default_queue_policy")
     files = sorted(p.name for p in (staged / TEXT_ENCODER / "1").iterdir())
-    assert "model.py" in files and "model.onnx" in files
-    assert "model.fp16.onnx" not in files and "model.int8.onnx" not in files
+    served = onnx_filename(load_spec(Layout.default().spec).precision.of(TEXT_ENCODER, "cpu"))
+    assert files == sorted(["model.py", served])  # the served graph only, no other precision's
     assert not (staged / contract.FUSION).exists()
 
 

@@ -30,8 +30,8 @@ from trimodal.bench.workload import (
     parse_label_entry,
     parse_mix,
 )
-from trimodal.layout import Layout
-from trimodal.spec import load_spec
+from trimodal.layout import Layout, onnx_filename
+from trimodal.spec import PRECISIONS, load_spec
 
 
 @dataclass
@@ -204,8 +204,8 @@ def test_render_variant_links_the_artifacts(tmp_path: Path) -> None:
 def _built_repo(root: Path) -> Path:
     for model in contract.ENCODERS:
         (root / model / "1").mkdir(parents=True)
-        for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
-            (root / model / "1" / name).write_bytes(b"onnx")
+        for precision in PRECISIONS:
+            (root / model / "1" / onnx_filename(precision)).write_bytes(b"onnx")
     (root / "preprocess_text" / "1").mkdir(parents=True)
     (root / "preprocess_text" / "1" / "tokenizer.json").write_text("{}")
     return root
@@ -218,7 +218,7 @@ def test_fp32_padded_variant_renders_trim_padding_false(tmp_path: Path) -> None:
     source = _built_repo(tmp_path / "source")
     shipped_spec = load_spec()
     int8 = shipped_spec.precision.model_copy(
-        update={"cpu": shipped_spec.precision.cpu.model_copy(update={"default": "int8"})}
+        update={"cpu": shipped_spec.precision.cpu.model_copy(update={"default": "int8", "models": {}})}
     )
     spec = shipped_spec.model_copy(update={"precision": int8})  # whatever the shipped precision, the variant is fp32
     padded = fp32_padded_spec(spec)

@@ -162,14 +162,16 @@ def multitask(layout: Layout) -> str:
     robust = metrics["quality"][metrics["served_variant"]]["robustness"]
     drop = max(robust["clean"]["image"] - row["image"] for row in robust.values())
     worst_full = min(row[FULL] for row in robust.values())
-    better = "better" if val[multi] > val[single] else "not better"
+    gap = val[multi] - val[single]
+    better = "better" if gap >= 0.001 else "worse" if gap <= -0.001 else "level with single-task"
     text = (
         "**Multi-task heads, agreement, robustness** ([benchmarks/accuracy/README.md](benchmarks/accuracy/README.md)): "
         "each modality also has its own classification head, trained jointly with the fusion head (one loss per "
         "task, weights in `pipeline.yaml`); the ensemble returns each present modality's probabilities (NaN rows "
         "for absent ones) and whether they agree (`AGREEMENT`, `CONFLICT_SCORE`, `CONFLICT`; `trimodal infer` "
         f'prints "image says ..., audio says ...: conflict"). With the same seeds, multi-task learning is {better} '
-        f"on the validation split ({pct(val[multi])} vs {pct(val[single])} mean over the subsets); its modality "
+        f"on the validation split ({100 * val[multi]:.2f}% vs {100 * val[single]:.2f}% mean over the subsets); its "
+        "modality "
         f"heads flag {pct(flagged[multi][0])} of the least-flagged set of deliberately mismatched test samples vs "
         f"{pct(flagged[single][0])} single-task (genuine samples flagged at most {pct(flagged[multi][1])} vs "
         f"{pct(flagged[single][1])}); it is the default (`multitask.auxiliary_losses`), and on the test split the "
@@ -286,23 +288,31 @@ def precision(layout: Layout) -> str:
     report = artifacts.load("precision", layout)
     costs = artifacts.read_json(layout.root / artifacts.TEXT_COSTS)
     ms, speedup = costs["ms_per_sample"], costs["speedup_vs_fp32_padded"]
+    served = report["served"]["cpu"]
     text = (
-        "**Precision** (`trimodal build` writes every ONNX model at fp32, fp16 and int8; tables copied from the build "
-        "into `benchmarks/precision/`, checked against the build by `tests/unit/test_precision.py`): fp16 graphs come "
-        "from ONNX Runtime's `convert_float_to_float16` (fp32 inputs/outputs), int8 graphs from ONNX Runtime's "
-        "`quantize_static` (QDQ, symmetric int8 activations and per-channel weights, "
-        f"{report['calibration_samples']} training samples), the form TensorRT builds strongly typed. Test-split "
-        "accuracy, in process (tests fail beyond -0.5 points on all three or -1.5 on one modality against fp32):"
+        "**Precision** (`trimodal build` writes every ONNX model at fp32, fp16, int8 and int8-cpu; tables copied "
+        "from the build into `benchmarks/precision/`, checked against the build by `tests/unit/test_precision.py`): "
+        "fp16 graphs come from ONNX Runtime's `convert_float_to_float16` (fp32 inputs/outputs), int8 graphs from "
+        "ONNX Runtime's `quantize_static` (QDQ, symmetric int8 activations and per-channel weights, "
+        f"{report['calibration_samples']} training samples), the form TensorRT builds strongly typed, and "
+        "int8-cpu graphs (CPU only) from the same `quantize_static` and calibration with asymmetric uint8 "
+        "activations (QDQ U8S8), the form ONNX Runtime's CPU kernels run fastest. "
+        "Test-split accuracy, in process (tests fail beyond -0.5 points on all three or -1.5 on one modality "
+        "against fp32):"
     )
     table = [line for line in precision_markdown(report).splitlines() if line.startswith("|")]
     after = (
         "The CPU text encoder cuts the all-padding token columns of each batch (exact: equal to the padded run within "
         f"1e-5): {ms['fp32 padded']:.2f} -> {ms['fp32 cut']:.2f} ms per sample ({speedup['fp32 cut']:.1f}x, "
-        "`benchmarks/precision/text_encoder_costs.md`, one side-by-side run). On top of that cut, ONNX Runtime's "
-        f"offline transformer optimizer ({ms['fp32 cut + ORT transformer optimizer']:.2f} ms: it finds only the "
-        f"fusions the session already applies), fp16 ({ms['fp16 cut']:.2f}) and symmetric int8 "
-        f"({ms['int8 cut']:.2f}) gain nothing on this CPU, so the CPU target serves fp32 with the cut "
-        "(`precision.cpu` in pipeline.yaml); the GPU target builds fp16 plans."
+        "`benchmarks/precision/text_encoder_costs.md`, one side-by-side run on "
+        f"{costs['machine'].split(', ', 1)[-1]}). On top of that cut, ONNX Runtime's offline transformer optimizer "
+        f"gives {ms['fp32 cut + ORT transformer optimizer']:.2f} ms (it finds only the fusions the session already "
+        f"applies), fp16 {ms['fp16 cut']:.2f}, int8 Q/DQ {ms['int8 (Q/DQ, the TensorRT form) cut']:.2f} and "
+        f"int8-cpu {ms['int8-cpu cut']:.2f} ms ({speedup['int8-cpu cut']:.1f}x the fp32 padded run). "
+        f"The CPU target serves the text encoder at {served['text_encoder']}, the fastest whose accuracy holds, and "
+        f"the other models at {', '.join(sorted({p for m, p in served.items() if m != 'text_encoder'}))} "
+        "(`precision.cpu` in pipeline.yaml); the GPU target builds fp16 plans (TensorRT takes int8 with zero point 0 "
+        "only, so the spec refuses int8-cpu there)."
     )
     return bullet(text, table, [after])
 

@@ -7,6 +7,9 @@
 * int8: :func:`onnxruntime.quantization.quantize_static` in QDQ format, symmetric int8 activations and weights
   (per-channel weights), calibrated (min/max) on training-split samples: QuantizeLinear/DequantizeLinear pairs
   around Conv/MatMul/Gemm, the explicit-quantization form TensorRT builds strongly typed.
+* int8-cpu (CPU only): the same ``quantize_static`` and calibration with asymmetric uint8 activations (U8S8), the
+  Q/DQ form ONNX Runtime's CPU kernels run fastest. TensorRT accepts only zero-point-0 int8, so the spec refuses
+  it on the GPU target.
 
 Every graph is checked here: inputs and outputs equal the fp32 graph's (names, dtypes, dims), the graph holds
 layers of its precision, and ONNX Runtime on CPU runs it.
@@ -46,13 +49,22 @@ def _io_signature(model: Any) -> list[tuple[str, int, list[Any]]]:
     ]
 
 
+def _uint8_zero_points(model: Any) -> bool:
+    """Whether some QuantizeLinear of the graph quantizes to uint8 (its zero point is a uint8 initializer)."""
+    from onnx import TensorProto
+
+    uint8 = {init.name for init in model.graph.initializer if init.data_type == TensorProto.UINT8}
+    return any(n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in uint8 for n in model.graph.node)
+
+
 def check_precision_graph(reference: Path, graph: Path, precision: str) -> None:
     """Check a precision graph against its fp32 source: same inputs/outputs, layers of its precision.
 
     Args:
         reference: the fp32 ``.onnx``.
         graph: the fp16 or int8 ``.onnx``.
-        precision: ``fp16`` (some tensor computed in float16) or ``int8`` (QuantizeLinear and DequantizeLinear).
+        precision: ``fp16`` (some tensor computed in float16), ``int8`` (QuantizeLinear and DequantizeLinear) or
+            ``int8-cpu`` (Q/DQ with uint8 activations).
 
     Raises:
         ExportError: naming the graph and what differs.
@@ -72,6 +84,8 @@ def check_precision_graph(reference: Path, graph: Path, precision: str) -> None:
             raise ExportError(f"{graph}: no float16 weights, so it is not an fp16 graph")
     elif precision == "int8" and not {"QuantizeLinear", "DequantizeLinear"} <= ops:
         raise ExportError(f"{graph}: no QuantizeLinear/DequantizeLinear pair, so it is not an int8 Q/DQ graph")
+    elif precision == "int8-cpu" and not (_uint8_zero_points(model) and {"QuantizeLinear", "DequantizeLinear"} <= ops):
+        raise ExportError(f"{graph}: no Q/DQ pair with uint8 activations, so it is not an int8-cpu (U8S8) graph")
 
 
 def convert_fp16(source: Path, target: Path) -> Path:
@@ -116,6 +130,33 @@ class _FeedReader:
         return next(self._feeds, None)
 
 
+def _quantize_qdq(source: Path, target: Path, calibration: Sequence[Feeds], unsigned: bool) -> None:
+    """ONNX Runtime's ``quantize_static`` in QDQ form, symmetric per-channel int8 weights, MinMax calibration.
+
+    Activations are symmetric int8 (``unsigned=False``, the TensorRT form) or asymmetric uint8 (``unsigned=True``).
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if not calibration:
+        raise ExportError(f"{source}: int8 calibration needs at least one batch")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {"WeightSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
+    if not unsigned:
+        options["ActivationSymmetric"] = True
+    quantize_static(
+        str(source),
+        str(target),
+        _FeedReader(calibration),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8 if unsigned else QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=list(QUANTIZED_OPS),
+        per_channel=True,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options=options,
+    )
+
+
 def quantize_int8(source: Path, target: Path, calibration: Sequence[Feeds]) -> Path:
     """Write the int8 Q/DQ graph of ``source`` to ``target`` (symmetric, calibrated on ``calibration``) and check it.
 
@@ -130,26 +171,32 @@ def quantize_int8(source: Path, target: Path, calibration: Sequence[Feeds]) -> P
     Raises:
         ExportError: without calibration data, or if the graph is not a valid Q/DQ graph.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    if not calibration:
-        raise ExportError(f"{source}: int8 calibration needs at least one batch")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    quantize_static(
-        str(source),
-        str(target),
-        _FeedReader(calibration),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=list(QUANTIZED_OPS),
-        per_channel=True,
-        calibrate_method=CalibrationMethod.MinMax,
-        extra_options={
-            "ActivationSymmetric": True,
-            "WeightSymmetric": True,
-            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
-        },
-    )
+    _quantize_qdq(source, target, calibration, unsigned=False)
     check_precision_graph(source, target, "int8")
+    return target
+
+
+def quantize_int8_cpu(source: Path, target: Path, calibration: Sequence[Feeds]) -> Path:
+    """Write the int8 Q/DQ graph ONNX Runtime's CPU kernels run fastest (U8S8) to ``target`` and check it.
+
+    The same calibration as :func:`quantize_int8`, with asymmetric uint8 activations (a zero point) and symmetric
+    int8 per-channel weights: ONNX Runtime fuses these Q/DQ pairs into integer kernels (u8 x s8 dot products, VNNI
+    where the CPU has it), where it runs the symmetric int8 x int8 form slower than fp32. TensorRT accepts only
+    zero-point-0 int8, so this graph is for the CPU target. Scales are static: a sample's output does not depend
+    on the other samples of its batch (dynamic quantization's per-batch scales would), and cutting padding stays
+    exact.
+
+    Args:
+        source: the fp32 ``.onnx``.
+        target: where the graph goes.
+        calibration: input batches drawn from the training split.
+
+    Returns:
+        ``target``.
+
+    Raises:
+        ExportError: without calibration data, or if the graph is not a valid uint8-activation Q/DQ graph.
+    """
+    _quantize_qdq(source, target, calibration, unsigned=True)
+    check_precision_graph(source, target, "int8-cpu")
     return target

@@ -1,9 +1,10 @@
 """The precision build step: fp16 and int8 graphs of the four ONNX models, and the accuracy of every precision.
 
-Writes ``build/onnx/<model>.fp16.onnx`` and ``<model>.int8.onnx`` (:mod:`trimodal.training.compress`), then
-measures in process with ONNX Runtime, on the test split, the accuracy of every modality subset for the whole
-pipeline at fp32, fp16 and int8 and at the precisions each target serves (pipeline.yaml's ``precision``).
-The table goes to ``build/precision.json`` and ``build/precision.md`` (copied into ``benchmarks/precision/``).
+Writes ``build/onnx/<model>.fp16.onnx``, ``<model>.int8.onnx`` and ``<model>.int8-cpu.onnx``
+(:mod:`trimodal.training.compress`), then measures in process with ONNX Runtime, on the test split, the accuracy
+of every modality subset for the whole pipeline at each precision and at the precisions each target serves
+(pipeline.yaml's ``precision``). The table goes to ``build/precision.json`` and ``build/precision.md`` (copied
+into ``benchmarks/precision/``).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def columns(spec: PipelineSpec) -> dict[str, dict[str, str]]:
 
 
 def make_graphs(spec: PipelineSpec, build: BuildLayout, train: Arrays, absent: Feeds) -> None:
-    """Write the fp16 and int8 graphs of the four models next to their fp32 ``build/onnx/<model>.onnx``.
+    """Write the fp16, int8 and int8-cpu graphs of the four models next to ``build/onnx/<model>.onnx``.
 
     Args:
         spec: the pipeline spec.
@@ -152,14 +153,15 @@ def make_graphs(spec: PipelineSpec, build: BuildLayout, train: Arrays, absent: F
         absent: the fp32 encoders' features of an absent element.
     """
     from trimodal.runtime.pipeline import ort_infer
-    from trimodal.training.compress import convert_fp16, quantize_int8
+    from trimodal.training.compress import convert_fp16, quantize_int8, quantize_int8_cpu
 
     calibration = calibration_feeds(spec, train, ort_infer(build.onnx_file), absent)
     for model in contract.ENCODERS:
         source = build.onnx_file(model)
         convert_fp16(source, build.onnx_file(model, "fp16"))
         quantize_int8(source, build.onnx_file(model, "int8"), calibration[model])
-        LOGGER.info("%s: fp16 and int8 graphs written", model)
+        quantize_int8_cpu(source, build.onnx_file(model, "int8-cpu"), calibration[model])
+        LOGGER.info("%s: fp16, int8 and int8-cpu graphs written", model)
 
 
 def precision_markdown(report: Mapping[str, Any]) -> str:

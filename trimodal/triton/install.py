@@ -18,7 +18,7 @@ def install_artifacts(build_dir: Path, repo_dir: Path, tokenizer_file: Path | No
     """Copy the ONNX graphs (every precision) and the tokenizer into the repository's version folders.
 
     Args:
-        build_dir: the build folder holding ``onnx/<model>.onnx``, ``<model>.fp16.onnx`` and ``<model>.int8.onnx``.
+        build_dir: the build folder holding ``onnx/<model>.onnx`` and ``<model>.<precision>.onnx``.
         repo_dir: the model repository folder.
         tokenizer_file: the tokenizer.json to serve (defaults to the packaged all-MiniLM-L6-v2 one).
 
