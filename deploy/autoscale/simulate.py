@@ -67,7 +67,7 @@ class ScalingPolicy:
     min_replicas: int = 2
     max_replicas: int = 8
     # (metric, per-pod target): the HPA takes the largest recommendation over them.
-    metrics: tuple[tuple[str, float], ...] = (("requestRate", 162.0), ("queueComputeRatio", 0.5))
+    metrics: tuple[tuple[str, float], ...] = (("requestRate", 334.0), ("queueComputeRatio", 0.5))
     tolerance: float = 0.1
     sync_period_s: float = 15.0
     metric_window_s: float = 60.0
@@ -517,10 +517,22 @@ def load_curve(path: Path) -> tuple[Callable[[float], float], float]:
     return rate, times[-1] - t0
 
 
+def _from_bench_results(data: dict, replicas: int) -> ServiceModel:
+    """``trimodal bench``'s results.json: saturation throughput, and the median p99 of Triton at concurrency 1."""
+    unloaded = sorted(
+        level["p99_ms"]
+        for level in data.get("levels", [])
+        if level.get("baseline") == "triton" and level.get("concurrency") == 1 and level.get("mode") == "concurrency"
+    )
+    p99 = unloaded[len(unloaded) // 2] if unloaded else ServiceModel.base_p99_ms
+    return ServiceModel(capacity_rps=float(data["meta"]["saturation_rps"]) / replicas, base_p99_ms=float(p99))
+
+
 def capacity_from_benchmark(path: Path, replicas: int = 1) -> ServiceModel:
     """Per-replica capacity and unloaded p99 from a benchmark results file.
 
-    Accepts JSON with ``capacity_rps`` (or ``throughput_rps``) and optionally ``p99_ms`` (``base_p99_ms``),
+    Accepts ``trimodal bench``'s ``results.json`` (Triton's saturation throughput and its median p99 at
+    concurrency 1), JSON with ``capacity_rps`` (or ``throughput_rps``) and optionally ``p99_ms`` (``base_p99_ms``),
     or perf_analyzer's CSV (``Inferences/Second`` and ``p99 latency`` in microseconds: the highest
     throughput row gives the capacity, the lowest-concurrency row the unloaded p99).
 
@@ -534,6 +546,8 @@ def capacity_from_benchmark(path: Path, replicas: int = 1) -> ServiceModel:
     path = Path(path)
     if path.suffix == ".json":
         data = json.loads(path.read_text())
+        if "saturation_rps" in data.get("meta", {}):
+            return _from_bench_results(data, replicas)
         capacity = data.get("capacity_rps", data.get("throughput_rps"))
         if capacity is None:
             raise AutoscaleError(f"{path}: expected capacity_rps or throughput_rps")

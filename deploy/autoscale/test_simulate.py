@@ -38,7 +38,7 @@ def policy(**kw) -> ScalingPolicy:
 def test_policy_is_read_from_the_chart_values() -> None:
     p = ScalingPolicy.from_chart_values()
     assert (p.min_replicas, p.max_replicas) == (2, 8)
-    assert dict(p.metrics) == {"requestRate": 162.0, "queueComputeRatio": 1.0}
+    assert dict(p.metrics) == {"requestRate": 334.0, "queueComputeRatio": 1.0}
     assert p.scale_down_window_s == 600 and p.scale_up_window_s == 30
     assert p.metric_window_s == 60
     assert {r.kind for r in p.scale_up_rules} == {"Percent", "Pods"}
@@ -83,8 +83,9 @@ def test_replicas_rise_only_after_startup_delay() -> None:
     assert at <= first_desired <= at + p.metric_window_s + p.sync_period_s + p.scale_up_window_s + 5
     assert first_ready >= first_desired + startup
     assert max(ready[i] for i in range(len(t)) if t[i] < first_desired + startup) == p.min_replicas
-    # eventually enough capacity: 600 req/s at 162 req/s per pod target -> 4 pods at least
-    assert ready[-1] >= math.ceil(600 / 162)
+    # eventually enough capacity: 600 req/s on replicas of 100 req/s -> more than 6 (the queueing signal scales
+    # past what the request-rate target alone, sized for the benchmarked CPU replica, would ask for)
+    assert ready[-1] > math.ceil(600 / SERVICE.capacity_rps)
     assert result.p99_ms[-1] < 100
 
 
@@ -181,3 +182,14 @@ def test_cli_reports_invalid_input_without_traceback(tmp_path: Path, capsys: pyt
     assert main(["--out", str(tmp_path / "plot.png"), "--load", str(curve)]) == 1
     assert "t_s,rps" in capsys.readouterr().err
     assert not (tmp_path / "plot.png").exists()
+
+
+def test_capacity_from_bench_results_json(tmp_path: Path) -> None:
+    """``trimodal bench``'s results.json: the saturation, and Triton's median p99 at concurrency 1."""
+    row = {"baseline": "triton", "concurrency": 1, "mode": "concurrency"}
+    levels = [{**row, "p99_ms": p99} for p99 in (15.0, 16.0, 21.0)]
+    levels.append({"baseline": "naive", "concurrency": 1, "mode": "concurrency", "p99_ms": 99.0})
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"meta": {"saturation_rps": 556.5}, "levels": levels}))
+    assert capacity_from_benchmark(path) == ServiceModel(capacity_rps=556.5, base_p99_ms=16.0)
+    assert capacity_from_benchmark(path, replicas=2).capacity_rps == pytest.approx(278.25)

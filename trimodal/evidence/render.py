@@ -402,14 +402,17 @@ def _simulation(layout: Layout) -> ModuleType:
 def autoscale(layout: Layout) -> str:
     """The chart's autoscaling policy on the synthetic day (deploy/autoscale/simulate.py, deterministic)."""
     sim = _simulation(layout)
-    policy, service = sim.ScalingPolicy.from_chart_values(sim.CHART_VALUES), sim.ServiceModel()
+    results = artifacts.latest_results(layout) / artifacts.RESULTS_FILE
+    policy, service = sim.ScalingPolicy.from_chart_values(sim.CHART_VALUES), sim.capacity_from_benchmark(results)
     spike = inspect.signature(sim.synthetic_load).parameters["spike_rps"].default
     chart = sim.simulate(sim.synthetic_load(), 86400.0, policy, service).summary()
     ratio_only = dataclasses.replace(policy, metrics=tuple(m for m in policy.metrics if m[0] == "queueComputeRatio"))
     ratio = sim.simulate(sim.synthetic_load(), 86400.0, ratio_only, service).summary()
     return paragraph(
-        f"With {service.capacity_rps:.0f} req/s per replica and a {policy.startup_delay_s:.0f} s start-up (the "
-        f"simulation's defaults, rendered by `trimodal evidence --write`), the default policy follows the day in "
+        f"With {service.capacity_rps:.0f} req/s per replica and an unloaded p99 of {service.base_p99_ms:.0f} ms (the "
+        f"saturation and concurrency-1 p99 of `{results.parent.relative_to(layout.root).as_posix()}`, the run the "
+        f"chart's request-rate target comes from) and a {policy.startup_delay_s:.0f} s start-up (rendered by "
+        "`trimodal evidence --write`), the default policy follows the day in "
         f"{chart['scale_events']:.0f} scale events and absorbs the +{spike:.0f} req/s spike with the estimated p99 at "
         f"most {chart['p99_max_ms']:.0f} ms. Scaling on the queue/compute ratio alone (as a first draft of this chart "
         f"did; here the chart's own ratio target without the request rate) gives {ratio['scale_events']:.0f} scale "
