@@ -464,10 +464,25 @@ def test_open_loop_times_latency_from_the_scheduled_send() -> None:
     lagging = asyncio.run(open_loop(slow_client, items, 200, duration_s=0.5, warmup_s=0.1, baseline="x"))
     assert lagging.mode == "rate" and lagging.rate == 200 and lagging.lag_p99_ms > 100
     assert lagging.p50_ms > 100  # from scheduled send: the client's lag is latency, not hidden
-    assert not lagging.meets_rate() and lagging.achieved_rps < 0.95 * 200
+    assert not lagging.meets_rate() and lagging.achieved_rps < 0.95 * lagging.scheduled_rps
+    assert 100 < lagging.scheduled_rps < 300  # the Poisson schedule's own rate over 0.5 s, around the nominal 200
     easy = asyncio.run(open_loop(fast, items, 50, duration_s=1.0, warmup_s=0.1, baseline="x"))
     assert easy.errors == 0 and easy.p99_ms < 50 and easy.meets_rate(0.5)
     assert 0 < easy.correct < easy.requests  # the answers judged correct are counted
+
+
+def test_meets_rate_compares_with_the_rate_the_schedule_offered() -> None:
+    """Over 2.5 s a Poisson schedule of 316.7 req/s may place only 303/s in the window: a server answering 300/s
+    kept up with what arrived. Results without ``scheduled_rps`` (older runs) compare with the nominal rate."""
+    import dataclasses
+
+    level = LevelResult("triton", 0, 757, 0, 2.5, 300.0, 20.0, 30.0, 40.0, 22.0, mode="rate", rate=316.7,
+                        achieved_rps=300.0, scheduled_rps=303.0)  # fmt: skip
+    assert level.meets_rate()
+    assert not dataclasses.replace(level, scheduled_rps=None).meets_rate()
+    assert not dataclasses.replace(level, achieved_rps=280.0).meets_rate()
+    assert not dataclasses.replace(level, errors=1).meets_rate()
+    assert LevelResult.from_dict(level.to_dict()).scheduled_rps == 303.0
 
 
 # --- results files and the commands ----------------------------------------------------------------------

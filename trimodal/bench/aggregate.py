@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from trimodal.bench.loadgen import LevelResult
 
-MIN_ACHIEVED = 0.95  # an open-loop level counts only if it achieved >= 95% of the offered rate, without errors
+MIN_ACHIEVED = 0.95  # an open-loop level counts only if it achieved >= 95% of the rate scheduled, without errors
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class Row:
         return self.throughput.median > 0 and not math.isnan(self.p50.median)
 
     def meets_rate(self) -> bool:
-        """Open loop: every repetition achieved >= 95% of the offered rate, without errors."""
+        """Open loop: every repetition achieved >= 95% of the rate it scheduled, without errors."""
         return bool(self.levels) and all(level.meets_rate(MIN_ACHIEVED) for level in self.levels)
 
     def label(self) -> str:
@@ -131,9 +131,10 @@ def open_loop_rows(all_rows: Sequence[Row], baseline: str = "triton") -> list[Ro
 def capacity(all_rows: Sequence[Row], p99_ms: float, baseline: str = "triton") -> tuple[Row | None, list[str]]:
     """The highest offered Poisson rate whose median p99 (from scheduled send) meets ``p99_ms``.
 
-    Rates are walked upwards; a rate counts when every repetition achieved >= 95% of it without errors and the
-    median p99 <= the target; the walk stops at the first rate that does not count (a higher rate that happens
-    to pass after a failing one is not trusted). Closed-loop levels are never used: their latency hides queueing.
+    Rates are walked upwards; a rate counts when every repetition achieved >= 95% of its scheduled rate without
+    errors and the median p99 <= the target; the walk stops at the first rate that does not count (a higher rate
+    that happens to pass after a failing one is not trusted). Closed-loop levels are never used: their latency
+    hides queueing.
 
     Args:
         all_rows: the run's rows.

@@ -4,8 +4,9 @@ From a results folder of ``trimodal bench``:
 
 1. per-replica capacity ``X`` = the highest **offered Poisson rate** of Triton as configured whose median p99,
    timed from each request's scheduled send, meets the target, with every repetition achieving >= 95% of the
-   rate without errors (:func:`trimodal.bench.aggregate.capacity`). Closed-loop levels are never used: a
-   closed-loop client waits for answers before sending, so its p99 hides the queueing (coordinated omission);
+   rate its schedule placed in the window, without errors (:func:`trimodal.bench.aggregate.capacity`).
+   Closed-loop levels are never used: a closed-loop client waits for answers before sending, so its p99 hides the
+   queueing (coordinated omission);
 2. ``replicas = ceil(R / (X * headroom))`` (headroom keeps spare capacity for spikes and for losing one replica);
 3. per model ``m`` at that level (served throughput ``T``): busy instances ``b_m = utilization_m * instances_m``;
    at the planned per-replica load ``r = R / replicas`` they become ``b_m * r / T``;
@@ -150,7 +151,8 @@ def make_plan(
         f"results: {meta.timestamp or '?'} on {meta.machine}",
         f"target: {rps:g} req/s with p99 <= {p99_ms:g} ms",
         f"open-loop (Poisson) levels of Triton as configured, {len(row.levels)} repetition(s) each, p99 from "
-        "scheduled send (median [min-max]); a rate counts if every repetition achieved >= 95% of it, error-free:",
+        "scheduled send (median [min-max]); a rate counts if every repetition achieved >= 95% of the rate its Poisson "
+        "schedule placed in the window, error-free:",
         *walked,
         f"per-replica capacity X = {capacity:g} req/s: the highest offered rate meeting p99 <= {p99_ms:g} ms "
         f"(median p99 {row.p99.median:.1f} ms)",

@@ -411,7 +411,8 @@ def _capacity_section(all_rows: Sequence[Row]) -> list[str]:
         return []
     out = ["", "## Open loop (Poisson arrivals), Triton as configured: capacity at a p99 target", "",
            "Latency from each request's scheduled send; lag = how late the client sent (its own delay, included in "
-           "the latency). A rate counts for capacity only if every repetition achieved >= 95% of it without errors.",
+           "the latency). A rate counts for capacity only if every repetition achieved >= 95% of the rate its Poisson "
+           "schedule placed in the window, without errors.",
            "", "| offered req/s | achieved req/s | errors | p50 ms | p99 ms | client lag p99 ms | counts |",
            "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
     for row in rates:
