@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import statistics
 import time
 import urllib.request
 from pathlib import Path
@@ -173,6 +174,11 @@ def test_soak_stays_flat(server, generator, capacity) -> None:
     warmup = window  # the first window (caches, allocator, branch predictors) is not the baseline
     p99_first = result.percentile_ms(99, (warmup, warmup + window))
     p99_last = result.percentile_ms(99, (SOAK_S - window, SOAK_S))
+    # Drift is a trend: the median of the p99s of three sub-windows, so that one stall (a ~0.5 s pause, seen a
+    # few times per minute on 2.51 under load: p50 flat at 24.8 ms while one window's p99 went 54 -> 206 ms) does
+    # not read as drift, while a leak or a growing queue lifts every sub-window and does.
+    p99_first_median = _median_p99(result, warmup, warmup + window)
+    p99_last_median = _median_p99(result, SOAK_S - window, SOAK_S)
     p50_first = result.percentile_ms(50, (warmup, warmup + window))
     p50_last = result.percentile_ms(50, (SOAK_S - window, SOAK_S))
     summary = {**result.summary(), "closed_loop_capacity_rps": round(capacity, 2),
@@ -180,6 +186,8 @@ def test_soak_stays_flat(server, generator, capacity) -> None:
                "rss_start_mb": round(rss_start, 1), "rss_end_mb": round(rss_end, 1),
                "p99_after_warmup_ms": round(p99_first, 2), "p99_last_window_ms": round(p99_last, 2),
                "p50_after_warmup_ms": round(p50_first, 2), "p50_last_window_ms": round(p50_last, 2),
+               "p99_after_warmup_median_of_3_ms": round(p99_first_median, 2),
+               "p99_last_window_median_of_3_ms": round(p99_last_median, 2),
                "window_s": window, "warmup_s": warmup}  # fmt: skip
     _record("soak", summary)
     assert result.statuses() == {"OK": len(result.outcomes)}, summary
@@ -189,7 +197,13 @@ def test_soak_stays_flat(server, generator, capacity) -> None:
     # 1.5x; the full 10-minute soak (60 s windows) holds both to 1.2x.
     limit = 1.2 if FULL else 1.5
     assert p50_last <= limit * p50_first, summary
-    assert p99_last <= limit * p99_first, summary
+    assert p99_last_median <= limit * p99_first_median, summary
+
+
+def _median_p99(result, start: float, end: float, parts: int = 3) -> float:
+    """Median of the p99 latencies of ``parts`` equal sub-windows of [start, end) (by scheduled send)."""
+    step = (end - start) / parts
+    return statistics.median(result.percentile_ms(99, (start + i * step, start + (i + 1) * step)) for i in range(parts))
 
 
 def test_shutdown_after_drain_is_clean(tmp_path: Path) -> None:
