@@ -115,7 +115,7 @@ def test_a_graph_of_another_precision_is_refused() -> None:
 @built
 def test_every_precision_and_served_mix_keeps_accuracy_within_the_limits() -> None:
     accuracy = json.loads(REPORT.read_text())["accuracy"]
-    assert {"fp32", "fp16", "int8", "served-cpu", "served-gpu"} <= set(accuracy)
+    assert {"fp32", "fp16", "int8", "int8-cpu", "served-cpu", "served-gpu"} <= set(accuracy)
     assert len(accuracy["fp32"]) == 7
     losses = {
         (name, subset): round(accuracy["fp32"][subset] - accuracy[name][subset], 4)
@@ -192,14 +192,15 @@ def test_cpu_int8_is_refused_on_the_gpu_and_served_on_the_cpu() -> None:
     assert parse_spec(data).precision.of("text_encoder", "cpu") == "int8-cpu"
 
 
-def test_a_symmetric_int8_graph_is_not_an_int8_cpu_graph() -> None:
+@graphs_built
+def test_a_symmetric_int8_graph_is_not_an_int8_cpu_graph_and_back() -> None:
     from trimodal.training.compress import check_precision_graph
 
     fp32 = LAYOUT.repository.onnx_file("text_encoder")
-    if not fp32.is_file():
-        pytest.skip("not built: run `make build` first")
     with pytest.raises(ExportError, match="not an int8-cpu"):
         check_precision_graph(fp32, LAYOUT.repository.onnx_file("text_encoder", "int8"), "int8-cpu")
+    with pytest.raises(ExportError, match="uint8 activations"):
+        check_precision_graph(fp32, LAYOUT.repository.onnx_file("text_encoder", "int8-cpu"), "int8")
 
 
 def test_cpu_configs_load_the_served_precision_graph() -> None:

@@ -249,7 +249,8 @@ async def open_loop(
     await asyncio.gather(*tasks)
     result = summarize(baseline, 0, latencies, errors, duration_s, samples=completed, first_error=first_error)
     result.mode, result.rate, result.achieved_rps = "rate", round(rate_rps, 2), result.throughput
-    result.scheduled_rps = round(sum(measure_from <= s < stop_at for s in sent) / duration_s, 2)
+    if duration_s > 0:
+        result.scheduled_rps = round(sum(measure_from <= s < stop_at for s in sent) / duration_s, 2)
     result.correct = correct
     if lags:
         lag_ms = np.asarray(lags) * 1000.0

@@ -181,7 +181,7 @@ def _latency_target(all_rows: Sequence[Row], name: str, threshold: float) -> Tar
         name, ratio, threshold, ratio <= threshold and achieved,
         f"Poisson {row.rate:g} req/s ({100 * (row.rate or 0) / top.throughput.median:.0f}% of saturation "
         f"{top.throughput.median:.1f}/s): p99 {row.p99.text()} ms, achieved "
-        f"{row.of(lambda x: x.achieved_rps).text()} req/s{'' if achieved else ' (< 95% of offered or errors)'}; "
+        f"{row.of(lambda x: x.achieved_rps).text()} req/s{'' if achieved else ' (< 95% of scheduled or errors)'}; "
         f"c=1 p50 {single.p50.text()} ms",
         representative(row),
     )  # fmt: skip

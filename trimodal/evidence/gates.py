@@ -79,7 +79,8 @@ def same_machine(committed: Mapping[str, Any], built: Mapping[str, Any]) -> bool
 
     A file without the record (written before builds recorded it) matches nothing.
     """
-    return committed.get("machine") is not None and committed.get("machine") == built.get("machine")
+    machine = committed.get("machine")
+    return machine is not None and machine.get("cpu") != "?" and machine == built.get("machine")
 
 
 def rebuild_differences(

@@ -84,6 +84,8 @@ def check_precision_graph(reference: Path, graph: Path, precision: str) -> None:
             raise ExportError(f"{graph}: no float16 weights, so it is not an fp16 graph")
     elif precision == "int8" and not {"QuantizeLinear", "DequantizeLinear"} <= ops:
         raise ExportError(f"{graph}: no QuantizeLinear/DequantizeLinear pair, so it is not an int8 Q/DQ graph")
+    elif precision == "int8" and _uint8_zero_points(model):
+        raise ExportError(f"{graph}: uint8 activations (the int8-cpu form), which TensorRT cannot build")
     elif precision == "int8-cpu" and not (_uint8_zero_points(model) and {"QuantizeLinear", "DequantizeLinear"} <= ops):
         raise ExportError(f"{graph}: no Q/DQ pair with uint8 activations, so it is not an int8-cpu (U8S8) graph")
 
