@@ -33,6 +33,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
 import time  # noqa: E402
+import weakref  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -101,6 +102,34 @@ def _workload(mix_text: str, count: int, samples_dir: str) -> list:
     return _CACHE[key]
 
 
+class _Client(grpcclient.InferenceServerClient):
+    """tritonclient's gRPC client whose channel is closed once, while gevent's hub still runs.
+
+    tritonclient closes the channel again in ``__del__``. Under grpc's gevent integration that second close takes a
+    mutex which a suspended greenlet may hold; when it runs from the interpreter's final garbage collection the
+    process deadlocks after printing its summary (seen in CI: ``locust`` never exited, SIGTERM ignored). So each
+    channel is closed exactly once: in ``on_stop``, or on locust's ``quit`` event for any user not stopped.
+    """
+
+    _closed = False
+
+    def close(self) -> None:
+        """Close the channel the first time; later calls (``__del__`` among them) do nothing."""
+        if not self._closed:
+            self._closed = True
+            super().close()
+
+
+_CLIENTS: weakref.WeakSet[_Client] = weakref.WeakSet()
+
+
+@events.quit.add_listener
+def _close_clients(**_kwargs) -> None:
+    """Close every channel still open before the interpreter finalizes (see :class:`_Client`)."""
+    for client in list(_CLIENTS):
+        client.close()
+
+
 def _url(host: str | None) -> str:
     url = host or os.environ.get("TRIMODAL_URL") or DEFAULT_URL
     for prefix in ("grpc://", "http://", "https://"):
@@ -133,7 +162,8 @@ class TritonUser(User):
             _CLASSES.extend(load_spec().classes)
         self.classes = _CLASSES
         self.url = _url(self.host)
-        self.client = grpcclient.InferenceServerClient(self.url)
+        self.client = _Client(self.url)
+        _CLIENTS.add(self.client)
         self.rng = random.Random()
 
     def on_stop(self) -> None:

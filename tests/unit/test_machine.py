@@ -1,6 +1,9 @@
 """The machine fingerprint a build records (what decides the last bits of trained weights)."""
 
+import os
 from pathlib import Path
+
+import pytest
 
 from trimodal.machine import cpu_model, fingerprint, isa_flags
 
@@ -26,5 +29,11 @@ def test_an_unreadable_cpuinfo_gives_an_unknown_machine(tmp_path: Path) -> None:
 
 
 def test_this_machine_has_a_fingerprint() -> None:
+    """On this machine the record names the CPU /proc/cpuinfo names (not the unknown ``?``) and its core count."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    models = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+    if not models:
+        pytest.skip("this machine's /proc/cpuinfo names no CPU model")
     record = fingerprint()
-    assert record["cpu"] != "" and isinstance(record["isa"], list)
+    assert record["cpu"] == models[0] != "?"
+    assert record["cores"] == os.cpu_count() and all(flag in text.split() for flag in record["isa"])
