@@ -2,10 +2,12 @@
 
 2,000 requests with 50 ms deadlines at twice the capacity (each also carries the server-side timeout that
 trimodal's clients send: Triton drops queued work itself before the client cancels it), then normal traffic
-with 5 s deadlines: every normal request is answered OK once the flood's leftovers are shed, and any restart the
-supervisor needed is counted and took under 10 s. `TRIMODAL_FULL_RELIABILITY=1` also runs the pathological flood
-(1 ms deadlines, cancelled while still being received), which wedges Triton 2.51 (benchmarks/RELIABILITY.md):
-there the supervisor's probe must restore service within 10 s. Figures: build/reliability/cancel-*.json.
+with 5 s deadlines: every normal request is answered OK once the flood's leftovers are shed (10 s after it)
+or, where the flood wedged Triton (once in CI on a Xeon, at 50 ms), once the supervisor's restart has restored
+service (within 15 s of the flood) and the client's channel has reconnected; any restart is counted and took
+under 10 s. `TRIMODAL_FULL_RELIABILITY=1` also runs the pathological flood (1 ms deadlines, cancelled while
+still being received), which wedges Triton 2.51 (benchmarks/RELIABILITY.md): there the supervisor's probe must
+restore service within 10 s. Figures: build/reliability/cancel-*.json.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ LAYOUT = Layout.default()
 FULL = os.environ.get("TRIMODAL_FULL_RELIABILITY") == "1"
 FLOOD_REQUESTS = 2000
 DEADLINES = [0.05, 0.001] if FULL else [0.05]
+SETTLE_S = 10.0
+"""Normal traffic must be all OK from 10 s after the flood (its leftovers shed) ..."""
+LATEST_RESTORE_S = 15.0
+"""... or, where the flood wedged Triton, from the supervisor's restore, which must come within 15 s of the flood
+(two failed probes to notice, under 10 s to restart) ..."""
+RECONNECT_S = 2.0
+"""... plus the time the client's gRPC channel takes to leave its reconnect backoff (seen: 0.24 s after a 5.7 s
+restart), leaving at least 3 s of the 20 s of normal traffic."""
 
 
 @pytest.mark.parametrize("deadline_s", DEADLINES)
@@ -54,15 +64,18 @@ def test_cancelled_flood_then_normal_traffic(tmp_path: Path, deadline_s: float) 
     finally:
         supervisor.stop()
         server.stop()
-    settled = [o for o in after.outcomes if o.start_s >= 10.0]
     restarts = [
         {"reason": i.reason[:160], "recovery_s": i.recovery_s, "after_flood_s": round(i.detected_at - flood_end, 2)}
         for i in supervisor.incidents
     ]
+    # Settled: 10 s after the flood, or once the last restart (if one was needed) has restored service.
+    restored_s = max([r["after_flood_s"] + r["recovery_s"] for r in restarts if r["recovery_s"] is not None], default=0)
+    settle_s = max(SETTLE_S, restored_s + RECONNECT_S if restarts else 0.0)
+    settled = [o for o in after.outcomes if o.start_s >= settle_s]
     summary = {
         "deadline_s": deadline_s, "capacity_rps": round(capacity, 1), "flood": flooded.summary(),
         "after_flood": after.summary(), "settled_statuses": dict(Counter(o.status for o in settled)),
-        "restarts": restarts,
+        "restarts": restarts, "restored_after_flood_s": round(restored_s, 2), "settle_s": round(settle_s, 2),
         "first_ok_after_flood_s": round(min((o.start_s for o in after.successes()), default=float("nan")), 2),
     }  # fmt: skip
     results = LAYOUT.build.root / "reliability"
@@ -73,5 +86,6 @@ def test_cancelled_flood_then_normal_traffic(tmp_path: Path, deadline_s: float) 
     # cancelled while still arriving; seen at 50 ms and 1 ms): recorded in the figures, tolerated here.
     tolerated = {"OK", "DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED", "INVALID_ARGUMENT"}
     assert set(flooded.statuses()) <= tolerated, summary
+    assert restored_s <= LATEST_RESTORE_S, f"service not restored within {LATEST_RESTORE_S} s of the flood: {summary}"
     assert settled and all(o.status == "OK" for o in settled), summary
     assert all(r["recovery_s"] is not None and r["recovery_s"] < 10.0 for r in restarts), summary
