@@ -129,7 +129,10 @@ def _overload(server: TritonServer, generator: LoadGenerator, capacity: float) -
     # read from an 869-byte element). Measured on 2-core machines: none at 240 req/s (EPYC), 0.27% at 645 and 1.0%
     # at 844 req/s (Xeon): it grows with the shedding rate. Only that message, at most 5%, counted in the file.
     assert {"OK", "UNAVAILABLE"} <= set(statuses) <= {"OK", "UNAVAILABLE", "INVALID_ARGUMENT"}, summary
-    assert all("incomplete string data for inference input" in o.message for o in defects), defects[:3]
+    # Both of its messages for BYTES inputs read from freed memory ("unexpected number of string elements 2 for
+    # inference input 'AUDIO', expecting 1" also seen in CI on a Xeon).
+    defect_messages = ("incomplete string data for inference input", "unexpected number of string elements")
+    assert all(any(text in o.message for text in defect_messages) for o in defects), defects[:3]
     assert len(defects) <= 0.05 * len(result.outcomes), summary
     shed = [o for o in result.outcomes if o.status == "UNAVAILABLE"]
     assert all("timeout" in o.message.lower() or "queue" in o.message.lower() for o in shed), shed[:3]
