@@ -17,24 +17,32 @@ ISA_FLAGS: tuple[str, ...] = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_b
 """The /proc/cpuinfo flags that change which float kernels the libraries run."""
 
 
-def _first_field(name: str, cpuinfo: Path) -> str:
+def _first_fields(cpuinfo: Path) -> dict[str, str]:
+    """Each field's first value in /proc/cpuinfo (the first CPU's; empty where the file cannot be read)."""
+    fields: dict[str, str] = {}
     try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith(name) and ":" in line:
-                return line.split(":", 1)[1].strip()
+        text = cpuinfo.read_text()
     except OSError:
-        pass
-    return ""
+        return fields
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon:
+            fields.setdefault(name.strip(), value.strip())
+    return fields
 
 
 def cpu_model(cpuinfo: Path = CPUINFO) -> str:
     """The CPU's model name from /proc/cpuinfo, or ``?`` where there is none."""
-    return _first_field("model name", cpuinfo) or "?"
+    return _first_fields(cpuinfo).get("model name") or "?"
 
 
 def isa_flags(cpuinfo: Path = CPUINFO) -> list[str]:
     """The :data:`ISA_FLAGS` this CPU has, in that order."""
-    present = set(_first_field("flags", cpuinfo).split())
+    return _present_flags(_first_fields(cpuinfo))
+
+
+def _present_flags(fields: dict[str, str]) -> list[str]:
+    present = set(fields.get("flags", "").split())
     return [flag for flag in ISA_FLAGS if flag in present]
 
 
@@ -42,9 +50,10 @@ def fingerprint(cpuinfo: Path = CPUINFO) -> dict[str, object]:
     """What decides a build's last bits: CPU model, kernel-selecting instruction sets, core count.
 
     Args:
-        cpuinfo: the file to read (tests pass their own).
+        cpuinfo: the file to read once (tests pass their own).
 
     Returns:
         ``{"cpu": model name, "isa": [flags], "cores": n}``, JSON-ready.
     """
-    return {"cpu": cpu_model(cpuinfo), "isa": isa_flags(cpuinfo), "cores": os.cpu_count() or 0}
+    fields = _first_fields(cpuinfo)
+    return {"cpu": fields.get("model name") or "?", "isa": _present_flags(fields), "cores": os.cpu_count() or 0}

@@ -124,13 +124,13 @@ def _overload(server: TritonServer, generator: LoadGenerator, capacity: float) -
     defects = [o for o in result.outcomes if o.status == "INVALID_ARGUMENT"]
     summary["triton_defect_invalid_argument"] = len(defects)
     _record("overload", summary)
-    # Triton 2.51 answers some valid requests INVALID_ARGUMENT "incomplete string data for inference input" when
-    # timeouts shed at high rates: it reads the inputs of a request it has already failed (lengths like 2365234640
-    # read from an 869-byte element). Measured on 2-core machines: none at 240 req/s (EPYC), 0.27% at 645 and 1.0%
-    # at 844 req/s (Xeon): it grows with the shedding rate. Only that message, at most 5%, counted in the file.
+    # Triton 2.51 answers some valid requests INVALID_ARGUMENT when timeouts shed at high rates: it reads the
+    # inputs of a request it has already failed, and its two messages for BYTES inputs read from freed memory are
+    # "incomplete string data for inference input" (lengths like 2365234640 read from an 869-byte element) and
+    # "unexpected number of string elements 2 for inference input 'AUDIO', expecting 1". Measured on 2-core
+    # machines: none at 240 req/s (EPYC), 0.27% at 645 and 1.0% at 844 req/s (Xeon): it grows with the shedding
+    # rate. Only those two messages, at most 5% of the requests, counted in the file.
     assert {"OK", "UNAVAILABLE"} <= set(statuses) <= {"OK", "UNAVAILABLE", "INVALID_ARGUMENT"}, summary
-    # Both of its messages for BYTES inputs read from freed memory ("unexpected number of string elements 2 for
-    # inference input 'AUDIO', expecting 1" also seen in CI on a Xeon).
     defect_messages = ("incomplete string data for inference input", "unexpected number of string elements")
     assert all(any(text in o.message for text in defect_messages) for o in defects), defects[:3]
     assert len(defects) <= 0.05 * len(result.outcomes), summary
@@ -144,10 +144,10 @@ def _overload(server: TritonServer, generator: LoadGenerator, capacity: float) -
     # failure counter counts a request rejected in two branches twice, so it is recorded, not compared.)
     # Exactly, unless Triton's defect answered some requests: CI saw the server count 3728 successes where the
     # client had 3727 OK beside 103 defect answers, so each defect answer may also skew the counters by one.
+    # (With every request received and each answered OK, UNAVAILABLE or a defect, the server's failures then
+    # equal the client's UNAVAILABLE + defect answers within the same skew: no separate check is needed.)
     assert received == len(result.outcomes), summary
-    skew = len(defects)
-    assert abs(summary["server_successes"] - statuses["OK"]) <= skew, summary
-    assert abs(received - summary["server_successes"] - (statuses["UNAVAILABLE"] + len(defects))) <= skew, summary
+    assert abs(summary["server_successes"] - statuses["OK"]) <= len(defects), summary
 
 
 def open_loop_capacity(generator: LoadGenerator, closed_loop_rps: float) -> tuple[float, list[dict]]:
