@@ -300,7 +300,8 @@ def _results() -> BenchResults:
         _level("triton", 1, 38, 25, 33, breakdown=UTIL), _level("triton", 16, 200, 80, 120, breakdown=UTIL),
         # a closed-loop level with better numbers than any open-loop one: never a capacity
         _level("triton", 32, 210, 90, 100, breakdown=UTIL),
-        _poisson(60, 59, 60), _poisson(100, 98, 90), _poisson(140, 139, 110), _poisson(180, 150, 400),
+        _poisson(60, 59, 60), _poisson(100, 98, 90), _poisson(140, 139, 110), _poisson(160, 158, 130),
+        _poisson(180, 150, 400),
     ]  # fmt: skip
     accuracy = {"triton": {"correct": 90, "total": 100},
                 "triton_fp32pad": {"correct": 90, "total": 100, "same_label_as_triton": 99}}  # fmt: skip
@@ -323,8 +324,10 @@ def test_evaluate_targets() -> None:
     assert naive.measured == 5.0 and naive.passed is True  # vs the better naive variant at c=16 (40 > 30)
     assert "each at its best" in naive.detail and "naive_workers 45.0/s (c=1)" in naive.detail
     assert targets[report.BATCHING_TARGET].measured == 2.0
-    latency = targets[report.COMPRESSION_LATENCY]  # 70% of 210 = 147 -> the 140 req/s level, p50 at c=1 = 25
-    assert latency.measured == pytest.approx(110 / 25) and latency.passed is True
+    # 70% of 210 = 147 req/s, between the 140 (p99 110) and 160 (p99 130) req/s levels: p99 117, p50 at c=1 = 25
+    latency = targets[report.COMPRESSION_LATENCY]
+    assert latency.measured == pytest.approx(117 / 25) and latency.passed is True
+    assert "interpolated between the Poisson levels 140 req/s" in latency.detail
     assert targets[report.LATENCY_TARGET].passed is False  # same measurement, 3x threshold
     throughput = targets[report.COMPRESSION_THROUGHPUT]
     assert throughput.measured == pytest.approx(210 / 90) and throughput.passed is True
@@ -347,13 +350,37 @@ def test_compression_targets_need_equal_accuracy_and_achieved_rate() -> None:
     assert targets[report.SHIPPED_TARGET].passed is False
 
 
+def test_latency_target_without_a_level_on_each_side() -> None:
+    """A quick run at one rate: the nearest level stands in, and never from below 95% of 70% of saturation."""
+    from trimodal.bench import report
+
+    results = _results()
+    results.levels = [x for x in results.levels if x.mode != "rate" or x.rate == 140]  # 140 < 147: one side only
+    latency = _targets(results)[report.COMPRESSION_LATENCY]
+    assert latency.measured == pytest.approx(110 / 25) and latency.passed is True  # 140 >= 0.95 * 147
+    assert latency.detail.startswith("nearest level Poisson 140 req/s (67% of saturation")
+    results.levels = [x for x in results.levels if x.rate != 140] + [_poisson(130, 129, 80)]  # 130 < 0.95 * 147
+    latency = _targets(results)[report.COMPRESSION_LATENCY]
+    assert latency.measured == pytest.approx(80 / 25) and latency.passed is False
+    assert "cannot pass" in latency.detail
+
+
+def test_p99_interpolation_is_linear_in_the_rate() -> None:
+    from trimodal.bench import report
+    from trimodal.bench.aggregate import rows
+
+    low, high = (row for row in rows(_results().levels) if row.mode == "rate" and row.rate in (140, 160))
+    assert report.bracket([low, high], 147) == (low, high) and report.bracket([low], 147) is None
+    assert report.p99_at(low, high, 140) == pytest.approx(110) and report.p99_at(low, high, 150) == pytest.approx(120)
+
+
 def test_report_names_the_bottleneck_and_writes_files(tmp_path: Path) -> None:
     results = _results()
     text = render_report(results)
     assert "**missed**" in text and "| met |" in text and "**text_encoder**" in text
-    assert "capacity at p99 <= 100 ms: **100 req/s**" in text and "p99 <= 250 ms: **140 req/s**" in text
+    assert "capacity at p99 <= 100 ms: **100 req/s**" in text and "p99 <= 250 ms: **160 req/s**" in text
     write_report(tmp_path, results, plots=False)
-    assert (tmp_path / "report.md").exists() and (tmp_path / "levels.csv").read_text().count("\n") == 18
+    assert (tmp_path / "report.md").exists() and (tmp_path / "levels.csv").read_text().count("\n") == 19
 
 
 def test_median_and_range_over_repetitions() -> None:
@@ -378,7 +405,7 @@ def test_capacity_comes_from_open_loop_levels_only() -> None:
     assert chosen.rate == 140 and chosen.mode == "rate"  # not the closed-loop c=32 (210/s at p99 100 ms)
     assert len(walked) == 4 and "misses" in walked[-1] and walked[2].endswith("meets")
     assert capacity(all_rows, 100)[1][-1].endswith("misses: p99")
-    assert capacity(all_rows, 1000)[0].rate == 140  # 180 req/s achieved only 150: not a capacity
+    assert capacity(all_rows, 1000)[0].rate == 160  # 180 req/s achieved only 150: not a capacity
     assert capacity(all_rows, 50)[0] is None
     errors = rows([*_results().levels, _poisson(100, 98, 90, repetition=2, errors=1)])
     assert capacity(errors, 115)[0].rate == 60  # one repetition with an error: 100 req/s does not count
@@ -412,7 +439,7 @@ def test_busy_machine_warning() -> None:
     results.levels[3].outside_cores = 1.5
     results.meta.load_before = 3.0
     warnings = load_warnings(results)
-    assert len(warnings) == 2 and "1 of 17 levels" in warnings[1] and "1.50 cores" in warnings[1]
+    assert len(warnings) == 2 and "1 of 18 levels" in warnings[1] and "1.50 cores" in warnings[1]
     assert "WARNING: busy machine" in render_report(results)
 
 
