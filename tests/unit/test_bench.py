@@ -1,6 +1,7 @@
 """Benchmarks: workload, validation, statistics, variants, perf_analyzer input, report and planner (no server)."""
 
 import base64
+import csv
 import json
 import math
 import struct
@@ -379,8 +380,12 @@ def test_report_names_the_bottleneck_and_writes_files(tmp_path: Path) -> None:
     text = render_report(results)
     assert "**missed**" in text and "| met |" in text and "**text_encoder**" in text
     assert "capacity at p99 <= 100 ms: **100 req/s**" in text and "p99 <= 250 ms: **160 req/s**" in text
+    results.levels[-1].scheduled_rps = 171.25  # the 180 req/s level: what meets_rate compares achieved with
     write_report(tmp_path, results, plots=False)
-    assert (tmp_path / "report.md").exists() and (tmp_path / "levels.csv").read_text().count("\n") == 19
+    assert (tmp_path / "report.md").exists()
+    with (tmp_path / "levels.csv").open(newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 18 and table[-1]["rate"] == "180" and table[-1]["scheduled_rps"] == "171.25"
 
 
 def test_median_and_range_over_repetitions() -> None:

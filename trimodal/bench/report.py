@@ -587,8 +587,8 @@ def write_levels_csv(levels: Sequence[LevelResult], path: Path) -> None:
     import csv
 
     fields = ["baseline", "tool", "mode", "concurrency", "rate", "repetition", "requests", "errors", "duration_s",
-              "throughput", "achieved_rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "lag_p99_ms", "lag_max_ms",
-              "load_1m", "outside_cores", "correct"]  # fmt: skip
+              "throughput", "achieved_rps", "scheduled_rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "lag_p99_ms",
+              "lag_max_ms", "load_1m", "outside_cores", "correct"]  # fmt: skip
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
