@@ -8,13 +8,13 @@ import asyncio
 import json
 import os
 import re
-import statistics
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from trimodal.bench.drift import soak_drift
 from trimodal.bench.traffic import LoadGenerator, process_group_rss_mb, samples_from_split
 from trimodal.layout import Layout
 from trimodal.triton.install import missing_artifacts
@@ -31,6 +31,13 @@ DEADLINE_S = 5.0
 BUILD = Layout.default().build.root
 RESULTS = BUILD / "reliability"
 SUSTAINED_P99_MS = 500.0  # open-loop capacity: the highest Poisson rate with no error and p99 under this
+# Soak drift, last window / first (trimodal/bench/drift.py; the p99 as the median of three sub-windows). The full
+# 10-minute soak's 60 s windows hold 1.2x. A 15 s window of the short one moves with the shared machine: CI on a
+# slower 2-core Xeon measured p50 54 -> 86 ms (1.58x) and p99 112 -> 242 ms (2.17x) at 70% load with every request
+# OK and memory flat, +16 MB (benchmarks/reliability/soak-xeon-noisy.json). So the short soak bounds the ratio at
+# 2.5x and leaves a queue growing from the start to the ceiling check, which the machine's speed does not move (the
+# last window's p50 under the p99 the same server showed at its open-loop capacity; tests/unit/test_drift.py).
+DRIFT_LIMIT = 1.2 if FULL else 2.5
 
 
 def _config(work: Path, exit_timeout_s: int = 15) -> ServerConfig:
@@ -178,38 +185,19 @@ def test_soak_stays_flat(server, generator, capacity) -> None:
     rss_end = process_group_rss_mb(pgid)
     window = 60.0 if FULL else 15.0
     warmup = window  # the first window (caches, allocator, branch predictors) is not the baseline
-    p99_first = result.percentile_ms(99, (warmup, warmup + window))
-    p99_last = result.percentile_ms(99, (SOAK_S - window, SOAK_S))
-    # Drift is a trend: the median of the p99s of three sub-windows, so that one stall (a ~0.5 s pause, seen a
-    # few times per minute on 2.51 under load: p50 flat at 24.8 ms while one window's p99 went 54 -> 206 ms) does
-    # not read as drift, while a leak or a growing queue lifts every sub-window and does.
-    p99_first_median = _median_p99(result, warmup, warmup + window)
-    p99_last_median = _median_p99(result, SOAK_S - window, SOAK_S)
-    p50_first = result.percentile_ms(50, (warmup, warmup + window))
-    p50_last = result.percentile_ms(50, (SOAK_S - window, SOAK_S))
+    ceiling = [entry for entry in sweep if entry["sustained"]][-1]["p99_ms"]  # the p99 at open-loop capacity
+    drift = soak_drift(result, warmup, window, SOAK_S, ceiling_ms=ceiling, limit=DRIFT_LIMIT)
     summary = {**result.summary(), "closed_loop_capacity_rps": round(capacity, 2),
                "open_loop_capacity_rps": round(open_capacity, 2), "sweep": sweep, "rate_rps": round(rate, 2),
                "rss_start_mb": round(rss_start, 1), "rss_end_mb": round(rss_end, 1),
-               "p99_after_warmup_ms": round(p99_first, 2), "p99_last_window_ms": round(p99_last, 2),
-               "p50_after_warmup_ms": round(p50_first, 2), "p50_last_window_ms": round(p50_last, 2),
-               "p99_after_warmup_median_of_3_ms": round(p99_first_median, 2),
-               "p99_last_window_median_of_3_ms": round(p99_last_median, 2),
-               "window_s": window, "warmup_s": warmup}  # fmt: skip
+               "p99_after_warmup_ms": round(result.percentile_ms(99, (warmup, warmup + window)), 2),
+               "p99_last_window_ms": round(result.percentile_ms(99, (SOAK_S - window, SOAK_S)), 2),
+               "drift": drift.to_dict(), "window_s": window, "warmup_s": warmup}  # fmt: skip
     _record("soak", summary)
     assert result.statuses() == {"OK": len(result.outcomes)}, summary
     assert rss_end - rss_start < 100.0, summary
-    # A 15 s window (about 1300-1900 requests) moves by a third on a shared machine with no error and flat memory
-    # (measured: p99 95 -> 129 ms in CI, median 33 -> 41 ms in another run), so the short variant bounds drift at
-    # 1.5x; the full 10-minute soak (60 s windows) holds both to 1.2x.
-    limit = 1.2 if FULL else 1.5
-    assert p50_last <= limit * p50_first, summary
-    assert p99_last_median <= limit * p99_first_median, summary
-
-
-def _median_p99(result, start: float, end: float, parts: int = 3) -> float:
-    """Median of the p99 latencies of ``parts`` equal sub-windows of [start, end) (by scheduled send)."""
-    step = (end - start) / parts
-    return statistics.median(result.percentile_ms(99, (start + i * step, start + (i + 1) * step)) for i in range(parts))
+    assert drift.within_ratio, summary
+    assert drift.under_ceiling, summary
 
 
 def test_shutdown_after_drain_is_clean(tmp_path: Path) -> None:
