@@ -14,6 +14,7 @@ import logging
 
 import numpy as np
 
+from trimodal import contract
 from trimodal.errors import PreprocessError
 from trimodal.runtime.agreement import postprocess, refuse_all_empty
 from trimodal.runtime.backends.base import BatchedModel
@@ -31,6 +32,14 @@ class Postprocess(BatchedModel):
         self.classes = json.loads(self.parameters["classes"])
         self.threshold = float(self.parameters["conflict_threshold"])
         LOGGER.info("%s: %d classes, conflict threshold %g", self.model_name, len(self.classes), self.threshold)
+
+    def warm_inputs(self) -> dict[str, np.ndarray]:
+        """Every modality present, uniform probabilities."""
+        classes, modalities = len(self.classes), len(contract.MASKS)
+        ones = np.ones((1, 1), dtype=np.float32)
+        heads = np.full((1, modalities, classes), 1.0 / classes, dtype=np.float32)
+        return {**{mask: ones for mask in contract.MASKS}, contract.FUSED_PROBABILITIES: heads[:, 0],
+                contract.HEAD_PROBABILITIES: heads}  # fmt: skip
 
     def reject(self, batch: dict[str, np.ndarray]) -> Exception | None:
         """Reject a request in which some sample has every modality empty."""

@@ -25,6 +25,19 @@ class PreprocessImage(BatchedModel):
         """Read the image spec from the model parameters."""
         self.spec = ImageSpec.model_validate_json(self.parameters["modality_spec"])
 
+    def warm_inputs(self) -> dict[str, np.ndarray]:
+        """A PNG and a JPEG of a gray square, decoded once at load."""
+        import io
+
+        from PIL import Image
+
+        files = []
+        for fmt in ("PNG", "JPEG"):
+            buffer = io.BytesIO()
+            Image.new("L", (2 * self.spec.size, 2 * self.spec.size), color=128).save(buffer, format=fmt)
+            files.append(buffer.getvalue())
+        return {contract.IMAGE: np.array(files, dtype=np.object_).reshape(-1, 1)}
+
     def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Decode one request's images."""
         from trimodal.runtime.preprocess import preprocess_images
@@ -43,6 +56,10 @@ class PreprocessText(BatchedModel):
         self.spec = TextSpec.model_validate_json(self.parameters["modality_spec"])
         self.tokenize = TextPreprocessor(self.spec, self.version_dir / "tokenizer.json")
 
+    def warm_inputs(self) -> dict[str, np.ndarray]:
+        """Two texts, tokenized once at load."""
+        return {contract.TEXT: np.array([b"seven", b"a warm-up text"], dtype=np.object_).reshape(-1, 1)}
+
     def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Tokenize one request's texts."""
         ids, attention, mask = self.tokenize(_flatten(inputs[contract.TEXT]))
@@ -55,6 +72,20 @@ class PreprocessAudio(BatchedModel):
     def setup(self) -> None:
         """Read the audio spec from the model parameters."""
         self.spec = AudioSpec.model_validate_json(self.parameters["modality_spec"])
+
+    def warm_inputs(self) -> dict[str, np.ndarray]:
+        """Two quiet tones, one at the model's rate and one that needs resampling, featurized once at load."""
+        import io
+
+        import soundfile
+
+        files = []
+        for rate in (self.spec.sample_rate, 44100):
+            t = np.arange(int(rate * self.spec.clip_seconds)) / rate
+            buffer = io.BytesIO()
+            soundfile.write(buffer, 0.1 * np.sin(2 * np.pi * 440.0 * t), rate, format="WAV", subtype="PCM_16")
+            files.append(buffer.getvalue())
+        return {contract.AUDIO: np.array(files, dtype=np.object_).reshape(-1, 1)}
 
     def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Decode and featurize one request's clips."""
