@@ -5,6 +5,7 @@ as configured, the fp32 + padded-text variant, the naive server with ``<cores>``
 runners): every server up at once, two repetitions interleaved, Poisson levels timed from scheduled send.
 """
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from trimodal.bench.plan import make_plan
 from trimodal.bench.results import BenchResults
 from trimodal.bench.run import QUICK, BenchSettings, parse_fractions, parse_ints, run_bench
 from trimodal.bench.workload import DEFAULT_MIX
+from trimodal.errors import BenchError
 from trimodal.layout import Layout
 from trimodal.triton.install import missing_artifacts
 
@@ -64,5 +66,16 @@ def test_quick_bench_end_to_end(tmp_path: Path) -> None:
 
     assert "## Targets" in report and "## Open loop (Poisson arrivals)" in report and "[" in report
     assert (settings.out / "throughput.png").stat().st_size > 0 and results.perf
-    plan = make_plan(results, rps=100, p99_ms=10_000)
-    assert plan.capacity_rps in {r.rate for r in rates} and plan.hpa_target >= 1
+    # the plan walks the measured Poisson rows upwards: its capacity is the last of the leading rows that kept up
+    # (p99 10 s: only the rate decides). The quick preset's rates are fractions of closed-loop saturation (c=16,
+    # full batches); on 2 shared cores even 50% of it sits at the open-loop edge, where batches are small and cost
+    # more per request (CI: 165.0 [163.2-166.8] of 169 req/s; Poisson 150 req/s alone kept both cores 97% busy,
+    # p50 128 ms, p99 514 ms). Either outcome is checked: a capacity at exactly that row (the arithmetic is in
+    # tests/unit/test_bench.py::test_plan_arithmetic), or the error naming the row that missed.
+    kept_up = [r.rate for r in itertools.takewhile(lambda r: r.meets_rate(), rates)]
+    if kept_up:
+        plan = make_plan(results, rps=100, p99_ms=10_000)
+        assert plan.capacity_rps == kept_up[-1] and plan.hpa_target >= 1
+    else:
+        with pytest.raises(BenchError, match=rf"Poisson {rates[0].rate:g} req/s: .* rate not achieved"):
+            make_plan(results, rps=100, p99_ms=10_000)
