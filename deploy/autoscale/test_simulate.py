@@ -35,6 +35,12 @@ def policy(**kw) -> ScalingPolicy:
     return ScalingPolicy.from_chart_values(**kw)
 
 
+def test_policy_defaults_are_the_chart_values() -> None:
+    # ScalingPolicy() is documented as the chart's autoscaling values: a default that drifts from values.yaml
+    # would simulate a policy the chart does not render (queueComputeRatio was 0.5 here, 1 in the chart)
+    assert ScalingPolicy() == ScalingPolicy.from_chart_values()
+
+
 def test_policy_is_read_from_the_chart_values() -> None:
     p = ScalingPolicy.from_chart_values()
     assert (p.min_replicas, p.max_replicas) == (2, 8)
