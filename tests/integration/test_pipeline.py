@@ -66,16 +66,18 @@ def test_every_modality_subset_matches_in_process_onnxruntime(server, spec, test
     """Triton == offline on the whole test split in every modality subset (absent modalities sent empty).
 
     Same prediction on >= 99.5% and probabilities within 1e-4 in each subset (``parity_failures``); the accuracy
-    through Triton equals the build's offline accuracy of the served model within the disagreement.
+    through Triton equals the build's offline accuracy of what the CPU target serves (build/precision.json's
+    served-cpu column: the text encoder at int8-cpu, not the training run's fp32) within the disagreement.
     """
-    from trimodal.evidence.gates import parity_failures, served_accuracy
+    from trimodal.evidence.gates import parity_failures
     from trimodal.runtime.pipeline import LocalPipeline
     from trimodal.training.evaluate import subset_name
+    from trimodal.training.precision import PRECISION_JSON
 
     with TrimodalClient(server.config.grpc_url, timeout_s=60) as client:  # a cold model's first run is slow
         client.classify(_sample(test_split, 0))
     local = LocalPipeline(spec, REPOSITORY)
-    offline = served_accuracy(json.loads((Layout.default().build.root / "metrics.json").read_text()))
+    offline = json.loads((Layout.default().build.root / PRECISION_JSON).read_text())["accuracy"]["served-cpu"]
     subsets = {}
     started = time.perf_counter()
     for keep in SUBSETS:

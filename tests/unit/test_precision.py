@@ -203,6 +203,40 @@ def test_a_symmetric_int8_graph_is_not_an_int8_cpu_graph_and_back() -> None:
         check_precision_graph(fp32, LAYOUT.repository.onnx_file("text_encoder", "int8-cpu"), "int8")
 
 
+@graphs_built
+def test_the_tensorrt_form_leaves_products_of_two_activations_in_float() -> None:
+    import onnx
+
+    from trimodal.training.compress import QUANTIZED_OPS, activation_products
+
+    for model in ("text_encoder", "fusion_classifier"):
+        products = activation_products(onnx.load(str(LAYOUT.repository.onnx_file(model))))
+        assert products, f"{model}: its attention multiplies two activations"
+        int8 = onnx.load(str(LAYOUT.repository.onnx_file(model, "int8")))
+        producer = {out: node.op_type for node in int8.graph.node for out in node.output}
+        nodes = {node.name: node for node in int8.graph.node}
+        assert all(producer.get(x) != "DequantizeLinear" for name in products for x in nodes[name].input[:2]), model
+        weighted = [n for n in int8.graph.node if n.op_type in QUANTIZED_OPS and n.name not in products]
+        assert weighted and all(producer.get(n.input[1]) == "DequantizeLinear" for n in weighted), model
+
+
+@graphs_built
+@pytest.mark.parametrize("model", contract.ENCODERS[:-1])
+def test_int8_cpu_kernels_compute_what_the_graph_defines(model: str) -> None:
+    # Fused, ONNX Runtime runs u8 x s8 kernels; without VNNI they sum pairs of products in 16 bits, which 8-bit
+    # weights overflow (an AVX2 EPYC: the image encoder's features 144% off the graph's Q/DQ definition, the
+    # audio encoder's 24%). The graph's 7-bit weights cannot; the text encoder's fused attention rounds ~5% apart.
+    from trimodal.training.features import load_features
+
+    test = load_features(load_spec(), LAYOUT.build.root, progress=False)["test"]
+    graph = LAYOUT.repository.onnx_file(model, "int8-cpu")
+    feeds = {tensor.name: test[tensor.name][:256] for tensor in contract.model_io(load_spec())[model].inputs}
+    fused = run_session(ort_session(graph, 1), feeds)
+    defined = run_session(ort_session(graph, 1, fused=False), feeds)
+    for name, want in defined.items():
+        assert np.linalg.norm(fused[name] - want) <= 0.1 * np.linalg.norm(want), (model, name)
+
+
 def test_cpu_configs_load_the_served_precision_graph() -> None:
     from trimodal.triton.config import cpu_config
 

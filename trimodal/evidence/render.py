@@ -294,11 +294,13 @@ def precision(layout: Layout) -> str:
         "from the build into `benchmarks/precision/`, checked against the build by `tests/unit/test_precision.py`): "
         "fp16 graphs come from ONNX Runtime's `convert_float_to_float16` (fp32 inputs/outputs), int8 graphs from "
         "ONNX Runtime's `quantize_static` (QDQ, symmetric int8 activations and per-channel weights, "
-        f"{report['calibration_samples']} training samples), the form TensorRT builds strongly typed, and "
-        "int8-cpu graphs (CPU only) from the same `quantize_static` and calibration with asymmetric uint8 "
-        "activations (QDQ U8S8), the form ONNX Runtime's CPU kernels run fastest. "
+        f"{report['calibration_samples']} training samples; attention's products of two activations stay in "
+        "float), the form TensorRT builds strongly typed, and int8-cpu graphs (CPU only) from the same "
+        "`quantize_static` and calibration with asymmetric uint8 activations and 7-bit weights (QDQ U8S8), the form "
+        "ONNX Runtime's CPU kernels run fastest, which 7-bit weights keep from saturating on x86 CPUs without VNNI. "
         "Test-split accuracy, in process (tests fail beyond -0.5 points on all three or -1.5 on one modality "
-        "against fp32):"
+        "against fp32; the int8 column runs the graphs as ONNX defines Q/DQ, as TensorRT computes them, the other "
+        "columns as ONNX Runtime serves them on this CPU):"
     )
     table = [line for line in precision_markdown(report).splitlines() if line.startswith("|")]
     after = (

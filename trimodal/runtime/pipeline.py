@@ -138,12 +138,13 @@ def run_pipeline(
     return results
 
 
-def ort_infer(graph: Callable[[str], Path], threads: int | None = None) -> InferFn:
+def ort_infer(graph: Callable[[str], Path], threads: int | None = None, fused: bool = True) -> InferFn:
     """An ``infer`` over ONNX Runtime sessions, created on first use (one per model).
 
     Args:
         graph: model name -> its ``.onnx`` file.
         threads: intra-op threads per session (None = ONNX Runtime's default).
+        fused: graph optimizations on (see :func:`trimodal.runtime.sessions.ort_session`).
 
     Returns:
         The infer function.
@@ -154,7 +155,7 @@ def ort_infer(graph: Callable[[str], Path], threads: int | None = None) -> Infer
 
     def infer(model: str, feeds: Feeds) -> Feeds:
         if model not in sessions:
-            sessions[model] = ort_session(graph(model), threads)
+            sessions[model] = ort_session(graph(model), threads, fused)
         return run_session(sessions[model], feeds)
 
     return infer

@@ -14,12 +14,17 @@ from trimodal.errors import RepositoryError
 LOGGER = logging.getLogger(__name__)
 
 
-def ort_session(path: Path, threads: int | None = None) -> Any:
+def ort_session(path: Path, threads: int | None = None, fused: bool = True) -> Any:
     """An ONNX Runtime CPU session for one graph.
 
     Args:
         path: the ``.onnx`` file.
         threads: intra-op threads (None or 0 = ONNX Runtime's default, one per core); inter-op is 1 when set.
+        fused: ONNX Runtime's graph optimizations on (the default, how the CPU target serves). Off, a Q/DQ graph
+            runs as written: DequantizeLinear, the float op, QuantizeLinear, which is ONNX's definition of the
+            quantized graph (what TensorRT computes, accumulating in int32) whatever integer kernels the CPU has;
+            fused, ONNX Runtime runs u8 x s8 integer kernels whose pairwise sums saturate in 16 bits on x86 CPUs
+            without VNNI.
 
     Returns:
         The ``onnxruntime.InferenceSession``.
@@ -33,6 +38,8 @@ def ort_session(path: Path, threads: int | None = None) -> Any:
     if not path.is_file():
         raise RepositoryError(f"missing {path}: run `trimodal build` first")
     options = ort.SessionOptions()
+    if not fused:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
