@@ -50,6 +50,20 @@ def test_listener_refuses_and_open_connection_closes_other_port_untouched(child:
     assert child.poll() is None, "the process itself must keep running"
 
 
+def test_a_kept_listener_accepts_while_its_open_connection_closes(child: subprocess.Popen) -> None:
+    port, _ = map(int, child.stdout.readline().split())
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert child.stdout.readline().strip() == "accepted"
+
+    closed = close_front_door(child.pid, [port], keep_listening=[port])
+
+    assert closed == 1
+    client.settimeout(5)
+    assert client.recv(1) == b"", "the open connection was not closed"
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()  # the listener still takes connections
+    assert child.poll() is None, "the process itself must keep running"
+
+
 def test_a_process_that_is_gone_is_an_os_error() -> None:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait(timeout=10)

@@ -404,7 +404,8 @@ class TritonServer:
         from trimodal.triton.frontdoor import close_front_door
 
         try:
-            close_front_door(pid, (self.config.http_port, self.config.grpc_port))
+            ports = (self.config.http_port, self.config.grpc_port)
+            close_front_door(pid, ports, keep_listening=(self.config.http_port,))  # see frontdoor: libevent
         except OSError as exc:
             LOGGER.warning("could not close the server's ports before stopping it (%s); unloading the stand-in", exc)
             retire_stand_in(self)
