@@ -2,7 +2,7 @@
 
 PyTorch, ONNX Runtime and numpy's BLAS choose their kernels by instruction set (AVX2, AVX-512, VNNI, AMX), and
 the kernels round differently, so the same seeds train slightly different weights on an AMD EPYC and on an Intel
-Xeon (measured: test accuracies up to 1.2 points apart, 1.9 for one int8 column). A build records
+Xeon (measured: test accuracies up to 1.2 points apart). A build records
 :func:`fingerprint` so that its committed figures are compared exactly only with a build from the same kind of
 machine.
 """

@@ -16,7 +16,6 @@ from trimodal.bench.plan import make_plan
 from trimodal.bench.results import BenchResults
 from trimodal.bench.run import QUICK, BenchSettings, parse_fractions, parse_ints, run_bench
 from trimodal.bench.workload import DEFAULT_MIX
-from trimodal.errors import BenchError
 from trimodal.layout import Layout
 from trimodal.triton.install import missing_artifacts
 
@@ -67,15 +66,11 @@ def test_quick_bench_end_to_end(tmp_path: Path) -> None:
     assert "## Targets" in report and "## Open loop (Poisson arrivals)" in report and "[" in report
     assert (settings.out / "throughput.png").stat().st_size > 0 and results.perf
     # the plan walks the measured Poisson rows upwards: its capacity is the last of the leading rows that kept up
-    # (p99 10 s: only the rate decides). The quick preset's rates are fractions of closed-loop saturation (c=16,
-    # full batches); on 2 shared cores even 50% of it sits at the open-loop edge, where batches are small and cost
-    # more per request (CI: 165.0 [163.2-166.8] of 169 req/s; Poisson 150 req/s alone kept both cores 97% busy,
-    # p50 128 ms, p99 514 ms). Either outcome is checked: a capacity at exactly that row (the arithmetic is in
-    # tests/unit/test_bench.py::test_plan_arithmetic), or the error naming the row that missed.
+    # (p99 10 s: only the rate decides). The quick preset's lowest rate is 30% of closed-loop saturation (c=16, full
+    # batches): on 2 shared cores 50% of it already sat at the open-loop edge, where batches are small and cost more
+    # per request (CI: 165.0 [163.2-166.8] of 169 req/s, below 95% of the rate its schedule placed in the window;
+    # Poisson 150 req/s alone kept both cores 97% busy, p50 128 ms, p99 514 ms; 100 req/s left 25% idle).
     kept_up = [r.rate for r in itertools.takewhile(lambda r: r.meets_rate(), rates)]
-    if kept_up:
-        plan = make_plan(results, rps=100, p99_ms=10_000)
-        assert plan.capacity_rps == kept_up[-1] and plan.hpa_target >= 1
-    else:
-        with pytest.raises(BenchError, match=rf"Poisson {rates[0].rate:g} req/s: .* rate not achieved"):
-            make_plan(results, rps=100, p99_ms=10_000)
+    assert kept_up, [(r.rate, [(x.achieved_rps, x.scheduled_rps, x.errors) for x in r.levels]) for r in rates]
+    plan = make_plan(results, rps=100, p99_ms=10_000)
+    assert plan.capacity_rps == kept_up[-1] and plan.hpa_target >= 1

@@ -193,7 +193,8 @@ def _agreement_outputs(report: Mapping[str, Any]) -> str:
     if identical:
         return f"the agreement outputs are identical too ({report['samples']} mixed samples, `parity_agreement.json`)"
     same, diff = min(report["same"].values()), max(report["max_abs_diff"].values())
-    return (f"the agreement outputs: labels and flags equal on >= {pct(same)}, max difference {diff:.1e} "
+    equal = "every sample" if same == 1 else f">= {pct(same)}"
+    return (f"the agreement outputs: labels and flags equal on {equal}, max difference {diff:.1e} "
             f"({report['samples']} mixed samples, `parity_agreement.json`)")  # fmt: skip
 
 
@@ -299,8 +300,10 @@ def precision(layout: Layout) -> str:
         "`quantize_static` and calibration with asymmetric uint8 activations and 7-bit weights (QDQ U8S8), the form "
         "ONNX Runtime's CPU kernels run fastest, which 7-bit weights keep from saturating on x86 CPUs without VNNI. "
         "Test-split accuracy, in process (tests fail beyond -0.5 points on all three or -1.5 on one modality "
-        "against fp32; the int8 column runs the graphs as ONNX defines Q/DQ, as TensorRT computes them, the other "
-        "columns as ONNX Runtime serves them on this CPU):"
+        "against fp32; int8 graphs run as ONNX defines Q/DQ, as TensorRT computes them, outside the served-cpu "
+        "column, everything else as ONNX Runtime serves it on the build's CPU; "
+        "`benchmarks/precision/int8_kernels.md` shows how far ONNX Runtime's fused kernels land from each int8 "
+        "graph's definition there):"
     )
     table = [line for line in precision_markdown(report).splitlines() if line.startswith("|")]
     after = (

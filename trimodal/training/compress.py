@@ -136,15 +136,23 @@ class _FeedReader:
 def activation_products(model: Any) -> list[str]:
     """Names of the quantizable nodes (:data:`QUANTIZED_OPS`) whose first two inputs are both activations.
 
-    Attention's ``Q @ K^T`` and ``softmax @ V`` are such products: int8 on both sides costs the most accuracy
-    for the least work (on an AVX2 EPYC build, Q/DQ there took the text encoder's text-only accuracy from 81.2%
-    in fp32 to 79.5%, against 80.7% with them left in float).
+    Attention's ``Q @ K^T`` and ``softmax @ V`` are such products: int8 on both sides costs the most accuracy for
+    the least work. An input counts as a weight when it is an initializer, a ``Constant`` or computed from those
+    alone (a transposed or reshaped weight), so only products of two runtime tensors are named.
+
+    Args:
+        model: an ``onnx.ModelProto`` (nodes in topological order, as ONNX requires).
+
+    Returns:
+        The node names, in graph order.
 
     Raises:
         ExportError: if such a node has no name (``quantize_static`` excludes nodes by name).
     """
     constants = {init.name for init in model.graph.initializer}
-    constants |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
+    for node in model.graph.node:  # constant-ness flows through nodes whose every input is constant
+        if all(name in constants for name in node.input if name):
+            constants.update(node.output)
     products = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS and not set(n.input[:2]) & constants]
     unnamed = [n.op_type for n in products if not n.name]
     if unnamed:
@@ -211,9 +219,9 @@ def quantize_int8_cpu(source: Path, target: Path, calibration: Sequence[Feeds]) 
     zero-point-0 int8, so this graph is for the CPU target. Scales are static: a sample's output does not depend
     on the other samples of its batch (dynamic quantization's per-batch scales would), and cutting padding stays
     exact. Weights use 7 bits (``reduce_range``): without VNNI (AVX2, AVX-512 before Cascade Lake) the kernels sum
-    pairs of u8 x s8 products in 16 bits, which 2 x 255 x 127 overflows and 2 x 255 x 64 does not, so the graph
-    computes the same on every x86 CPU (with 8-bit weights an AVX2 EPYC's image encoder fell to 17.7% image-only
-    accuracy, 76.3% in fp32).
+    pairs of u8 x s8 products in 16 bits, which 2 x 255 x 127 overflows and 2 x 255 x 64 does not, so the fused
+    kernels compute what the graph defines on every x86 CPU (benchmarks/precision/int8_kernels.md measures both int8
+    forms on the build machine).
 
     Args:
         source: the fp32 ``.onnx``.

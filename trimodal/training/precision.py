@@ -35,8 +35,8 @@ FUSION_DROPOUT = 0.35
 TENSORRT_FORM = "int8"
 """The precision whose graphs are TensorRT's form: outside the CPU target's column they are measured with ONNX's Q/DQ
 semantics (graph optimizations off), as TensorRT computes them. ONNX Runtime's fused CPU kernels for them sum
-u8 x s8 pairs in 16 bits on x86 without VNNI and saturate: on an AVX2 EPYC the int8 image encoder's features
-fell to a mean cosine of 0.29 against fp32 (0.999 with the Q/DQ semantics), the image-only accuracy to 17.5%."""
+u8 x s8 pairs in 16 bits on x86 without VNNI and saturate with their 8-bit weights (how far, on the build machine:
+benchmarks/precision/int8_kernels.md), which says nothing about the graph TensorRT builds."""
 
 Feeds = dict[str, np.ndarray]
 InferFn = Callable[[str, Feeds], Feeds]
@@ -117,9 +117,16 @@ class _Graphs:
 
     @staticmethod
     def fused(precision: str, target: str | None) -> bool:
-        """Whether ``precision`` runs with ONNX Runtime's fused kernels in a column of ``target`` (None: uniform).
+        """Whether ``precision`` runs with ONNX Runtime's fused kernels in a column of ``target``.
 
         Only the CPU target serves through them; TensorRT's form is measured as TensorRT computes it elsewhere.
+
+        Args:
+            precision: the graph's precision.
+            target: ``cpu``, ``gpu``, or None for a column with every model at one precision.
+
+        Returns:
+            False for TensorRT's form outside the CPU target's column, else True.
         """
         return precision != TENSORRT_FORM or target == "cpu"
 
