@@ -15,25 +15,16 @@ import json
 import platform
 from pathlib import Path
 
-import numpy as np
-
 from trimodal import contract
 from trimodal.layout import Layout
 from trimodal.machine import cpu_model, fingerprint
-from trimodal.runtime.sessions import ort_session, run_session
+from trimodal.runtime.sessions import fused_vs_defined
 from trimodal.spec import load_spec
 from trimodal.training.features import load_features
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = 256
 PRECISIONS = ("int8", "int8-cpu")
-
-
-def relative_difference(graph: Path, feeds: dict[str, np.ndarray]) -> float:
-    """Largest relative L2 difference over the outputs between the fused and the as-written run of ``graph``."""
-    fused = run_session(ort_session(graph, 1), feeds)
-    defined = run_session(ort_session(graph, 1, fused=False), feeds)
-    return max(float(np.linalg.norm(fused[k] - v) / np.linalg.norm(v)) for k, v in defined.items())
 
 
 def main() -> None:
@@ -45,7 +36,7 @@ def main() -> None:
     for model in models:
         feeds = {tensor.name: test[tensor.name][:SAMPLES] for tensor in ios[model].inputs}
         graph = layout.repository.onnx_file
-        differences[model] = {p: round(relative_difference(graph(model, p), feeds), 4) for p in PRECISIONS}
+        differences[model] = {p: round(fused_vs_defined(graph(model, p), feeds), 4) for p in PRECISIONS}
     result = {
         "samples": SAMPLES,
         "threads": 1,

@@ -46,6 +46,24 @@ def ort_session(path: Path, threads: int | None = None, fused: bool = True) -> A
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def fused_vs_defined(path: Path, feeds: dict[str, np.ndarray]) -> float:
+    """How far ONNX Runtime's fused kernels land from what a graph defines, on this CPU.
+
+    Runs ``feeds`` through ``path`` twice with one thread, graph optimizations on (as served) and off (each Q/DQ
+    pair as ONNX defines it, see :func:`ort_session`).
+
+    Args:
+        path: the ``.onnx`` file.
+        feeds: one batch, keyed by input name.
+
+    Returns:
+        The largest relative L2 difference over the outputs (0.0: identical).
+    """
+    fused = run_session(ort_session(path, 1), feeds)
+    defined = run_session(ort_session(path, 1, fused=False), feeds)
+    return max(float(np.linalg.norm(fused[k] - v) / np.linalg.norm(v)) for k, v in defined.items())
+
+
 def trim_padding(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Cut the token columns that are padding in every sample of the batch (exact for the text encoder).
 

@@ -9,8 +9,8 @@ are refused and open ones are closed, which every gRPC and HTTP client reports a
 elsewhere). Triton then stops with nobody able to reach it.
 
 The HTTP listener itself is left open (``keep_listening``): Triton's HTTP server (libevent) then spins on accept()
-failing with EINVAL until the process exits, and Triton 2.51 crashed with SIGSEGV while stopping that server in one
-of two such shutdowns in CI on an AMD EPYC (after a complete drain, nothing lost, but exit code -11). Its open
+failing with EINVAL until the process exits, and Triton 2.51 once crashed with SIGSEGV while stopping that server
+in CI on an AMD EPYC (after a complete drain, nothing lost, but exit code -11). Its open
 connections are still closed; a new HTTP connection in the last second reaches Triton as before.
 """
 
