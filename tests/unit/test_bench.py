@@ -2,9 +2,11 @@
 
 import base64
 import csv
+import gc
 import json
 import math
 import struct
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from trimodal import contract
 from trimodal.bench import BenchError
 from trimodal.bench.baselines import naive_payload, no_batching_spec, render_variant, serving_variant
 from trimodal.bench.commands import app as bench_app
-from trimodal.bench.loadgen import LevelResult, batched_loop, closed_loop, open_loop, summarize
+from trimodal.bench.loadgen import LevelResult, batched_loop, closed_loop, open_loop, settle_heap, summarize
 from trimodal.bench.perf import level_from_row, parse_csv, write_input_data
 from trimodal.bench.plan import make_plan
 from trimodal.bench.report import evaluate, render_report, write_report
@@ -618,3 +620,25 @@ def test_naive_model_runs_the_one_pipeline_with_torch_infer() -> None:
     assert seen[contract.FUSION][3:] == [(1, 1)] * 3  # the three masks last
     with pytest.raises(PreprocessError, match="every modality empty"):
         model.classify(b"", b"", b"")
+
+
+def test_settle_heap_collects_cycles_and_freezes_the_survivors() -> None:
+    class Node:
+        def __init__(self) -> None:
+            self.other: Node | None = None
+
+    def cycle() -> Node:
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        return a
+
+    garbage = weakref.ref(cycle())
+    survivor = cycle()
+    frozen_before = gc.get_freeze_count()
+    try:
+        frozen = settle_heap()
+        assert garbage() is None  # the unreachable cycle was collected before the freeze
+        assert frozen == gc.get_freeze_count() > frozen_before
+        assert all(obj is not survivor for obj in gc.get_objects(generation=2))  # frozen: out of every generation
+    finally:
+        gc.unfreeze()

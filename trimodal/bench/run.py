@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from trimodal.bench import cpuload
-from trimodal.bench.loadgen import LevelResult
+from trimodal.bench.loadgen import LevelResult, settle_heap
 from trimodal.bench.results import BenchMeta, BenchResults
 from trimodal.errors import BenchError
 from trimodal.layout import BuildLayout
@@ -382,6 +382,7 @@ def measure(run: BenchRun, step: Step, saturation_rps: float | None) -> LevelRes
 
     s = run.settings
     runner = run.runners[step.runner]
+    settle_heap()
     load_1m = os.getloadavg()[0]
     before = cpuload.sample()
     if step.mode == "concurrency":
