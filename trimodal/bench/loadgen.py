@@ -41,11 +41,10 @@ OPTIONAL_FIELDS = frozenset(
 def settle_heap() -> int:
     """Collect the load generator's garbage now and freeze what survives, before a measured level.
 
-    The bench process holds the workload, every result so far and gRPC's objects, and a full collection pauses
-    every request in flight in it (timed as that much slower). Measured with gc callbacks on a 2-core Xeon (one
-    Triton run: c=1 and c=32 closed loop, Poisson at 0.7, 3 repetitions each): 3 automatic full collections of
-    7.3, 16.4 and 18.5 ms without this, 2 of 4.4 and 9.7 ms with it. Collecting between levels and freezing the
-    survivors (``gc.freeze``: later collections skip them) leaves mostly the level's own new objects to scan.
+    The bench process holds the workload, every result so far and gRPC's objects, and a full collection of that
+    heap pauses every request in flight in it (each is timed as that much slower). Collecting between levels and
+    freezing the survivors (``gc.freeze``: later collections skip them) leaves mostly the level's own new objects
+    for the collections that still happen inside a level to scan.
 
     Returns:
         The number of frozen objects.
