@@ -450,6 +450,26 @@ def test_busy_machine_warning() -> None:
     assert "WARNING: busy machine" in render_report(results)
 
 
+def test_cpu_per_answer_compares_the_poisson_levels_with_saturation() -> None:
+    from trimodal.bench.cpuload import CpuSample, run_cores
+
+    assert run_cores(CpuSample(0, 10, 1), CpuSample(2, 13, 2)) == 0.5  # 1 s of ours over 2 s
+    assert run_cores(CpuSample(0, 10, 1), CpuSample(0, 13, 2)) == 0.0  # no time passed
+    results = _results()
+    text = render_report(results)
+    assert "x the CPU per answer of saturation" not in text  # older results: nothing recorded, nothing claimed
+    for level in results.levels:
+        level.run_cores = 1.0
+    saturation = results.levels[12]  # triton c=32: 210 answers/s
+    assert saturation.concurrency == 32 and saturation.cpu_ms_per_answer() == pytest.approx(1000 / 210)
+    poisson = results.levels[14]  # 100 req/s offered, 98 achieved: the open loop divides by what was answered
+    assert poisson.mode == "rate" and poisson.cpu_ms_per_answer() == pytest.approx(1000 / 98)
+    text = render_report(results)
+    assert f"- Poisson 100 req/s: {210 / 98:.2f}x the CPU per answer of saturation, 1.00 cores busy." in text
+    assert f"| 100 | 98.0 | 0 | 30.0 | 90.0 | - | 1.00 | {1000 / 98:.2f} | yes |" in text
+    assert f"| Triton as configured | 32 | 210.0 | 90.0 | 100.0 | 0 | {1000 / 210:.2f} |" in text
+
+
 def test_cpu_time_of_this_run_is_read_from_proc() -> None:
     from trimodal.bench.cpuload import machine_busy_s, run_cpu_s
 

@@ -83,6 +83,14 @@ def outside_cores(before: CpuSample, after: CpuSample) -> float:
     return max(0.0, outside / wall)
 
 
+def run_cores(before: CpuSample, after: CpuSample) -> float:
+    """Cores kept busy by this run's own processes (load generator, servers, stubs) between two samples (>= 0)."""
+    wall = after.wall_s - before.wall_s
+    if wall <= 0:
+        return 0.0
+    return max(0.0, (after.run_s - before.run_s) / wall)
+
+
 def busy(load: float | None, cores: int, fraction: float = BUSY_FRACTION) -> bool:
     """Whether ``load`` (cores busy outside the run, or a load average) exceeds ``fraction`` of the cores."""
     return load is not None and load > fraction * cores

@@ -34,7 +34,17 @@ PERCENTILES: tuple[int, ...] = (50, 95, 99)
 
 
 OPTIONAL_FIELDS = frozenset(
-    {"repetition", "achieved_rps", "scheduled_rps", "lag_p99_ms", "lag_max_ms", "load_1m", "outside_cores", "correct"}
+    {
+        "repetition",
+        "achieved_rps",
+        "scheduled_rps",
+        "lag_p99_ms",
+        "lag_max_ms",
+        "load_1m",
+        "outside_cores",
+        "run_cores",
+        "correct",
+    }
 )
 
 
@@ -81,6 +91,7 @@ class LevelResult:
     lag_max_ms: float | None = None
     load_1m: float | None = None  # os.getloadavg()[0] just before the level
     outside_cores: float | None = None  # CPU cores busy with processes outside this run during the level
+    run_cores: float | None = None  # CPU cores busy with this run's processes (client and servers) during the level
     correct: int | None = None  # answers whose label matched the sample's class (when checked)
 
     def meets_rate(self, min_fraction: float = 0.95) -> bool:
@@ -94,6 +105,17 @@ class LevelResult:
             return False
         offered = self.scheduled_rps or self.rate
         return self.errors == 0 and self.achieved_rps >= min_fraction * offered
+
+    def cpu_ms_per_answer(self) -> float | None:
+        """CPU milliseconds this run's processes spent per successful answer (None when not recorded).
+
+        The run's cores over the level (warm-up included, at the same load) divided by the answers per second
+        inside the window (``achieved_rps`` in the open loop, ``throughput`` in the closed loop).
+        """
+        answers = self.achieved_rps if self.mode == "rate" else self.throughput
+        if self.run_cores is None or not answers:
+            return None
+        return 1000.0 * self.run_cores / answers
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able form (the fields added with repetitions and the open loop are left out when not recorded)."""

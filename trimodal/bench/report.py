@@ -450,21 +450,33 @@ def _missed_section(target: Target, shown: dict[int, str]) -> list[str]:
     return out
 
 
+def _recorded_cpu(all_rows: Sequence[Row]) -> bool:
+    """Whether the run recorded its own CPU per level (runs before it did render without those columns)."""
+    return any(level.run_cores is not None for row in all_rows for level in row.levels)
+
+
 def _capacity_section(all_rows: Sequence[Row]) -> list[str]:
     rates = open_loop_rows(all_rows)
     if not rates:
         return []
+    cpu = _recorded_cpu(rates)
     out = ["", "## Open loop (Poisson arrivals), Triton as configured: capacity at a p99 target", "",
            "Latency from each request's scheduled send; lag = how late the client sent (its own delay, included in "
            "the latency). A rate counts for capacity only if every repetition achieved >= 95% of the rate its Poisson "
            "schedule placed in the window, without errors.",
-           "", "| offered req/s | achieved req/s | errors | p50 ms | p99 ms | client lag p99 ms | counts |",
-           "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+           "", "| offered req/s | achieved req/s | errors | p50 ms | p99 ms | client lag p99 ms | "
+           + ("run cores | CPU ms/answer | " if cpu else "") + "counts |",
+           "| ---: | ---: | ---: | ---: | ---: | ---: | " + ("---: | ---: | " if cpu else "") + "--- |"]  # fmt: skip
     for row in rates:
+        usage = (f"{row.of(lambda x: x.run_cores).text(2)} | {row.of(LevelResult.cpu_ms_per_answer).text(2)} | "
+                 if cpu else "")  # fmt: skip
+        counts = "yes" if row.meets_rate() else "no"
         out.append(
             f"| {row.rate:g} | {row.of(lambda x: x.achieved_rps).text()} | {row.errors} | {row.p50.text()} | "
-            f"{row.p99.text()} | {row.of(lambda x: x.lag_p99_ms).text()} | {'yes' if row.meets_rate() else 'no'} |"
+            f"{row.p99.text()} | {row.of(lambda x: x.lag_p99_ms).text()} | {usage}{counts} |"
         )
+    lines = _cpu_per_answer_lines(all_rows, rates)
+    out += ["", *lines] if lines else []
     out.append("")
     for target in CAPACITY_P99_MS:
         chosen, _ = capacity(all_rows, target)
@@ -474,19 +486,48 @@ def _capacity_section(all_rows: Sequence[Row]) -> list[str]:
     return out
 
 
+def _cpu_per_answer_lines(all_rows: Sequence[Row], rates: Sequence[Row]) -> list[str]:
+    """How the CPU per answer of the Poisson levels compares with saturation's (nothing for older results).
+
+    Run cores = CPU of the whole run (the load generator and every server, idle ones included) over the level.
+    Where an answer costs more CPU at a Poisson level than at saturation, the level keeps a larger share of the
+    cores busy than its share of the saturation rate: batches are smaller there, so each execution's fixed cost
+    (a Python-backend round trip per stage) is shared by fewer answers.
+    """
+    top = best(select(all_rows, "triton"))
+    at_top = top.of(LevelResult.cpu_ms_per_answer) if top else None
+    if top is None or at_top is None or math.isnan(at_top.median):
+        return []
+    lines = [f"Run cores = CPU of the whole run (load generator and servers) during a level; CPU ms/answer = run "
+             f"cores / answers per second. At saturation ({top.label()}): {top.of(lambda x: x.run_cores).text(2)} "
+             f"cores, {at_top.text(2)} ms/answer."]  # fmt: skip
+    for row in rates:
+        here = row.of(LevelResult.cpu_ms_per_answer)
+        if math.isnan(here.median):
+            continue
+        lines.append(
+            f"- Poisson {row.rate:g} req/s: {here.median / at_top.median:.2f}x the CPU per answer of saturation, "
+            f"{row.of(lambda x: x.run_cores).median:.2f} cores busy."
+        )
+    return lines
+
+
 def _row_label(row: Row) -> str:
     return LABELS.get(row.baseline, row.baseline) + (f" ({row.tool})" if row.baseline == "inprocess" else "")
 
 
 def _levels_section(all_rows: Sequence[Row]) -> list[str]:
+    cpu = _recorded_cpu(all_rows)
     out = ["", "## Closed loop: throughput and latency per concurrency (median [min-max])", "",
-           "| baseline | c | throughput/s | p50 ms | p99 ms | errors | outside cores (max) |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+           "| baseline | c | throughput/s | p50 ms | p99 ms | errors | " + ("CPU ms/answer | " if cpu else "")
+           + "outside cores (max) |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | " + ("---: | " if cpu else "") + "---: |"]  # fmt: skip
     for name in ORDER:
         for row in sorted(select(all_rows, name), key=lambda x: (x.tool, x.concurrency)):
             outside = spread([x.outside_cores for x in row.levels]).high
+            usage = f"{row.of(LevelResult.cpu_ms_per_answer).text(2)} | " if cpu else ""
             out.append(f"| {_row_label(row)} | {row.concurrency} | {row.throughput.text()} | {row.p50.text()} | "
-                       f"{row.p99.text()} | {row.errors} | {_fmt(outside, 2)} |")  # fmt: skip
+                       f"{row.p99.text()} | {row.errors} | {usage}{_fmt(outside, 2)} |")  # fmt: skip
     return out
 
 
@@ -588,7 +629,7 @@ def write_levels_csv(levels: Sequence[LevelResult], path: Path) -> None:
 
     fields = ["baseline", "tool", "mode", "concurrency", "rate", "repetition", "requests", "errors", "duration_s",
               "throughput", "achieved_rps", "scheduled_rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "lag_p99_ms",
-              "lag_max_ms", "load_1m", "outside_cores", "correct"]  # fmt: skip
+              "lag_max_ms", "load_1m", "outside_cores", "run_cores", "correct"]  # fmt: skip
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

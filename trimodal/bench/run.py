@@ -395,6 +395,7 @@ def measure(run: BenchRun, step: Step, saturation_rps: float | None) -> LevelRes
     after = cpuload.sample()
     result.repetition, result.load_1m = step.repetition, round(load_1m, 2)
     result.outside_cores = round(cpuload.outside_cores(before, after), 2)
+    result.run_cores = round(cpuload.run_cores(before, after), 2)
     log_level(result)
     if cpuload.busy(result.outside_cores, cores()):
         LOGGER.warning("%s: %.2f cores busy outside the run during this level", step.runner, result.outside_cores)
