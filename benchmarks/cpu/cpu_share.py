@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import statistics
 import time
 from pathlib import Path
@@ -26,26 +25,13 @@ from typing import Annotated
 import typer
 
 from trimodal.bench.baselines import triton_server
+from trimodal.bench.cpuload import process_cpu_s
 from trimodal.bench.traffic import LoadGenerator, samples_from_split
 from trimodal.layout import Layout
 from trimodal.runtime.backends.base import BLAS_THREADS_ENV
-from trimodal.triton.processes import group_members, stub_processes
+from trimodal.triton.processes import named_members
 
 HERE = Path(__file__).resolve().parent
-TICK = os.sysconf("SC_CLK_TCK")
-STUB_INSTANCE = re.compile(r"_\d+_\d+$")  # a stub serves instance <model>_<group>_<index>
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def group_names(pgid: int) -> dict[int, str]:
-    """Every process of the server's group, named: tritonserver, or the model a stub serves."""
-    stubs = {pid: STUB_INSTANCE.sub("", instance) for pid, instance in stub_processes(pgid).items()}
-    return {pid: stubs.get(pid, "tritonserver") for pid in group_members(pgid)}
 
 
 def measure(repo: Path, blas_threads: int, seconds: float, work: Path) -> dict[str, object]:
@@ -55,12 +41,12 @@ def measure(repo: Path, blas_threads: int, seconds: float, work: Path) -> dict[s
     with triton_server(repo, work) as server:
         load = LoadGenerator(server.config.grpc_url, samples, deadline_s=10.0)
         asyncio.run(load.closed_loop(16, 4.0))  # warm-up
-        names = group_names(server.process.pid)
-        before = {pid: cpu_seconds(pid) for pid in names}
+        names = named_members(server.process.pid)
+        before = {pid: process_cpu_s(pid) for pid in names}
         client0, wall0 = time.process_time(), time.monotonic()
         result = asyncio.run(load.closed_loop(16, seconds))
         wall = time.monotonic() - wall0
-        spent = {pid: cpu_seconds(pid) - before[pid] for pid in names}
+        spent = {pid: process_cpu_s(pid) - before[pid] for pid in names}
         client = time.process_time() - client0
     ok = result.statuses()["OK"]
     per_process: dict[str, float] = {"client": client / ok * 1000}

@@ -662,3 +662,49 @@ def test_settle_heap_collects_cycles_and_freezes_the_survivors() -> None:
         assert all(obj is not survivor for obj in gc.get_objects(generation=2))  # frozen: out of every generation
     finally:
         gc.unfreeze()
+
+
+def test_batch_cost_fit_separates_per_request_and_per_execution_cpu() -> None:
+    from trimodal.bench.batchcost import CLIENT, SERVER, fit, fits, median_level, stage_execution_ms, table
+
+    # stub "a": 0.5 ms per request + 0.8 ms per execution; the server: 0.2 + 0.3 per execution of any stage
+    levels = []
+    for c, batch in ((1, 1.0), (4, 2.0), (16, 4.0), (32, 8.0)):
+        per_exec = {"a": 1 / batch, "b": 1 / batch}
+        cpu = {"a": 0.5 + 0.8 / batch, "b": 0.1 + 0.4 / batch, SERVER: 0.2 + 0.3 * 2 / batch, CLIENT: 1.0}
+        levels.append({"concurrency": c, "requests_per_s": 10.0 * c, "cpu_ms_per_request": cpu,
+                       "executions_per_request": per_exec})  # fmt: skip
+    a = fit(levels, "a")
+    assert a.per_request_ms == pytest.approx(0.5) and a.per_execution_ms == pytest.approx(0.8) and a.r2 > 0.999
+    assert fit(levels, SERVER).per_execution_ms == pytest.approx(0.3)  # on the executions of every stage
+    client = fit(levels, CLIENT)
+    assert client.per_request_ms == 1.0 and client.per_execution_ms == 0.0 and math.isnan(client.r2)
+    assert stage_execution_ms(fits(levels)) == pytest.approx(1.2)  # a + b, the server left out
+    assert median_level(levels, 16)["requests_per_s"] == 160.0
+    with pytest.raises(ValueError, match="no level at concurrency 2"):
+        median_level(levels, 2)
+    lines = table(levels)
+    assert "| a | 0.50 | 0.80 | 1.00 | 1.30 | 0.60 | 0.12 |" in lines
+    assert lines[-1].startswith("Requests/s: 10.0 at c=1, 320.0 at c=32. One execution of every stage costs 1.20 ms")
+
+
+def test_named_members_and_process_cpu_of_a_process_group() -> None:
+    import subprocess
+    import sys
+    import time
+
+    from trimodal.bench.cpuload import process_cpu_s
+    from trimodal.triton.processes import named_members
+
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass\ntime.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", busy], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while process_cpu_s(child.pid) < 0.15 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert named_members(child.pid, server="server") == {child.pid: "server"}  # no stub in this group
+        assert process_cpu_s(child.pid) >= 0.15
+    finally:
+        child.kill()
+        child.wait()
+    assert process_cpu_s(child.pid) == 0.0 and named_members(child.pid) == {}

@@ -54,6 +54,15 @@ def _parents(proc: Path) -> dict[int, tuple[int, float]]:
     return table
 
 
+def process_cpu_s(pid: int, proc: Path = PROC) -> float:
+    """User + system CPU seconds of one process so far (0 once it is gone)."""
+    try:
+        fields = (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _ticks()
+
+
 def run_cpu_s(root: int | None = None, proc: Path = PROC) -> float:
     """CPU seconds used so far by process ``root`` (default: this one) and every live descendant of it."""
     root = os.getpid() if root is None else root

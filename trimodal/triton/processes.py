@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -87,6 +88,23 @@ def stub_processes(pgid: int) -> dict[int, str]:
         except (OSError, ValueError, IndexError):
             continue
     return stubs
+
+
+INSTANCE_SUFFIX = re.compile(r"_\d+_\d+$")  # a stub serves instance <model>_<group>_<index>
+
+
+def named_members(pgid: int, server: str = "tritonserver") -> dict[int, str]:
+    """Every process of a server's group, named by what it runs: ``server``, or the model a stub serves.
+
+    Args:
+        pgid: the server's process group (its pid when started with ``start_new_session``).
+        server: the name given to every process that is not a stub.
+
+    Returns:
+        pid -> ``server`` or model name (the instances of one model share its name).
+    """
+    stubs = {pid: INSTANCE_SUFFIX.sub("", instance) for pid, instance in stub_processes(pgid).items()}
+    return {pid: stubs.get(pid, server) for pid in group_members(pgid)}
 
 
 @dataclass(frozen=True)
