@@ -23,6 +23,7 @@ RESULTS_DIR = Path("benchmarks") / "results"
 RESULTS_FILE = "results.json"
 TEXT_COSTS = Path("benchmarks") / "precision" / "text_encoder_costs.json"
 CPU_SHARE = Path("benchmarks") / "cpu" / "cpu_share.json"
+BATCH_COST = Path("benchmarks") / "cpu" / "batch_cost.json"
 
 
 @dataclass(frozen=True)

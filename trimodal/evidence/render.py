@@ -360,6 +360,39 @@ def cpu(layout: Layout) -> str:
     return bullet(text)
 
 
+def batch_cost(layout: Layout) -> str:
+    """Per-request and per-stage-execution CPU, fitted over closed-loop levels (``benchmarks/cpu/batch_cost.json``)."""
+    from trimodal.bench.batchcost import SERVER, fits, median_level, stage_execution_ms
+
+    data = artifacts.read_json(layout.root / artifacts.BATCH_COST)
+    levels, meta = data["runs"], data["meta"]
+    costs = fits(levels)
+    stubs = {name: cost for name, cost in costs.items() if name != SERVER and cost.per_execution_ms > 0}
+    ranked = sorted(stubs, key=lambda name: stubs[name].per_execution_ms)
+    cheapest, dearest = ranked[0], ranked[-1]
+    concurrencies = sorted({level["concurrency"] for level in levels})
+    low, high = median_level(levels, concurrencies[0]), median_level(levels, concurrencies[-1])
+    total_low, total_high = (sum(level["cpu_ms_per_request"].values()) for level in (low, high))
+    per_request = sum(cost.per_request_ms for cost in costs.values())
+    text = (
+        "**What a stage execution costs** (`benchmarks/cpu/batch_cost.md`, written by `benchmarks/cpu/batch_cost.py`"
+        f" on {meta['cores']} cores, {meta['cpu']}: CPU of every process per request, closed loop at c="
+        f"{','.join(map(str, concurrencies))}, fitted as per request + per execution x executions per request): one "
+        f"execution of every stage costs {stage_execution_ms(costs):.2f} ms of CPU in the Python stubs (from "
+        f"{stubs[cheapest].per_execution_ms:.2f} ms, {cheapest}, to {stubs[dearest].per_execution_ms:.2f} ms, "
+        f"{dearest}) and tritonserver {costs[SERVER].per_execution_ms:.2f} ms per stage execution, however many "
+        f"requests share it; the work that does not shrink with batching is {per_request:.2f} ms per request "
+        f"(client included). A request costs {total_low:.2f} ms of CPU at c={low['concurrency']} and "
+        f"{total_high:.2f} ms at c={high['concurrency']} ({total_low / total_high:.1f}x): at lower loads batches are "
+        "smaller and each request pays more of the fixed part, so a Poisson level at a given fraction of the "
+        "closed-loop saturation rate keeps a larger fraction of the cores busy (the benchmark report's CPU "
+        f"ms/answer shows it per level). Every stage execution costs at least {stubs[cheapest].per_execution_ms:.2f} "
+        f"ms in its stub and {costs[SERVER].per_execution_ms:.2f} ms in tritonserver, so fewer Python-backend stages "
+        "per request is what shrinks that part."
+    )
+    return bullet(text)
+
+
 def reliability(layout: Layout) -> str:
     """Overload, shutdown, kill and cancellation figures (``benchmarks/reliability/*.json``)."""
     files = artifacts.load("reliability", layout)
@@ -436,6 +469,7 @@ RENDERERS: dict[str, Callable[[Layout], str]] = {
     "benchmark": benchmark,
     "precision": precision,
     "cpu": cpu,
+    "batch-cost": batch_cost,
     "reliability": reliability,
     "autoscale": autoscale,
 }
