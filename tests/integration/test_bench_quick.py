@@ -53,6 +53,9 @@ def test_quick_bench_end_to_end(tmp_path: Path) -> None:
     rates = open_loop_rows(rows(results.levels))
     assert len(rates) == len(settings.rates) and all(len(r.levels) == settings.repetitions for r in rates)
     assert all(x.achieved_rps > 0 and x.lag_p99_ms is not None for r in rates for x in r.levels)
+    # the run's own CPU: the servers and stubs work during every level, so it is more than the client alone
+    assert all((x.run_cores or 0.0) > 0.05 and x.cpu_ms_per_answer() for r in rates for x in r.levels)
+    assert "x the CPU per answer of saturation" in report and "| run cores | CPU ms/answer |" in report
 
     # the shipped configuration vs fp32 + padded text: same answers, less text_encoder compute per sample
     accuracy = results.meta.accuracy
