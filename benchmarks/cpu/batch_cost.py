@@ -20,18 +20,14 @@ import asyncio
 import json
 import os
 import platform
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from trimodal import contract
 from trimodal.bench.baselines import triton_server
-from trimodal.bench.batchcost import CLIENT, SERVER, table
-from trimodal.bench.cpuload import process_cpu_s
+from trimodal.bench.batchcost import SERVER, measure_level, table
 from trimodal.bench.run import git_commit
-from trimodal.bench.stats import breakdown, snapshot
 from trimodal.bench.traffic import LoadGenerator, samples_from_split
 from trimodal.layout import Layout
 from trimodal.machine import cpu_model
@@ -39,25 +35,6 @@ from trimodal.triton.processes import named_members
 
 HERE = Path(__file__).resolve().parent
 CONCURRENCIES = (1, 2, 4, 8, 16, 32)
-
-
-def level(url: str, names: dict[int, str], load: LoadGenerator, concurrency: int, seconds: float) -> dict:
-    """One closed-loop level: CPU ms per answered request per process, and executions per request per model."""
-    asyncio.run(load.closed_loop(concurrency, 1.0))  # settle the batch sizes at this concurrency
-    stats0, cpu0 = snapshot(url), {pid: process_cpu_s(pid) for pid in names}
-    client0, wall0 = time.process_time(), time.monotonic()
-    result = asyncio.run(load.closed_loop(concurrency, seconds))
-    wall, client = time.monotonic() - wall0, time.process_time() - client0
-    spent = {pid: process_cpu_s(pid) - cpu0[pid] for pid in names}
-    models = breakdown(stats0, snapshot(url))
-    ok = result.statuses()["OK"]
-    cpu = {CLIENT: 1000 * client / ok}
-    for pid, name in names.items():
-        cpu[name] = cpu.get(name, 0.0) + 1000 * spent[pid] / ok
-    executions = {m: row["executions"] / row["requests"] for m, row in models.items() if m != contract.ENSEMBLE}
-    return {"concurrency": concurrency, "requests_per_s": ok / wall, "errors": len(result.outcomes) - ok,
-            "p50_ms": result.percentile_ms(50), "cpu_ms_per_request": cpu,
-            "executions_per_request": executions}  # fmt: skip
 
 
 def main(
@@ -76,7 +53,7 @@ def main(
         names = named_members(server.process.pid, server=SERVER)
         for repeat in range(repeats):
             for concurrency in CONCURRENCIES if repeat % 2 == 0 else CONCURRENCIES[::-1]:
-                run = {"repeat": repeat, **level(url, names, load, concurrency, seconds)}
+                run = {"repeat": repeat, **measure_level(url, names, load, concurrency, seconds)}
                 print(json.dumps({k: run[k] for k in ("repeat", "concurrency", "requests_per_s", "errors")}))
                 runs.append(run)
     meta = {"cores": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(), "repeats": repeats,

@@ -18,14 +18,13 @@ import asyncio
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from trimodal.bench.baselines import triton_server
-from trimodal.bench.cpuload import process_cpu_s
+from trimodal.bench.batchcost import SERVER, measure_level
 from trimodal.bench.traffic import LoadGenerator, samples_from_split
 from trimodal.layout import Layout
 from trimodal.runtime.backends.base import BLAS_THREADS_ENV
@@ -41,19 +40,10 @@ def measure(repo: Path, blas_threads: int, seconds: float, work: Path) -> dict[s
     with triton_server(repo, work) as server:
         load = LoadGenerator(server.config.grpc_url, samples, deadline_s=10.0)
         asyncio.run(load.closed_loop(16, 4.0))  # warm-up
-        names = named_members(server.process.pid)
-        before = {pid: process_cpu_s(pid) for pid in names}
-        client0, wall0 = time.process_time(), time.monotonic()
-        result = asyncio.run(load.closed_loop(16, seconds))
-        wall = time.monotonic() - wall0
-        spent = {pid: process_cpu_s(pid) - before[pid] for pid in names}
-        client = time.process_time() - client0
-    ok = result.statuses()["OK"]
-    per_process: dict[str, float] = {"client": client / ok * 1000}
-    for pid, name in names.items():
-        per_process[name] = per_process.get(name, 0.0) + spent[pid] / ok * 1000
-    return {"blas_threads": blas_threads, "requests_per_s": ok / wall, "errors": len(result.outcomes) - ok,
-            "p50_ms": result.percentile_ms(50), "cpu_ms_per_request": per_process}  # fmt: skip
+        names = named_members(server.process.pid, server=SERVER)
+        level = measure_level(server.config.grpc_url, names, load, 16, seconds, settle_s=0.0)
+    kept = ("requests_per_s", "errors", "p50_ms", "cpu_ms_per_request")
+    return {"blas_threads": blas_threads, **{key: level[key] for key in kept}}
 
 
 VARIANTS = ("fp32-padded", "blas-default", "shipped")

@@ -12,11 +12,20 @@ every composing model, the client on a constant (it does not batch).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from trimodal import contract
+from trimodal.bench.cpuload import process_cpu_s
+from trimodal.bench.stats import breakdown, snapshot
+
+if TYPE_CHECKING:
+    from trimodal.bench.traffic import LoadGenerator
 
 SERVER = "tritonserver"
 CLIENT = "client"
@@ -29,6 +38,41 @@ class CostFit:
     per_request_ms: float
     per_execution_ms: float
     r2: float
+
+
+def measure_level(
+    url: str, names: Mapping[int, str], load: LoadGenerator, concurrency: int, seconds: float, settle_s: float = 1.0
+) -> dict[str, Any]:
+    """One closed-loop level: CPU ms per answered request per process, and executions per request per model.
+
+    Args:
+        url: the server's gRPC address (statistics API).
+        names: pid -> process name (:func:`trimodal.triton.processes.named_members`); the client is this process.
+        load: the load generator.
+        concurrency: requests in flight.
+        seconds: measured seconds.
+        settle_s: unmeasured seconds at this concurrency first, so the batch sizes settle (0: none).
+
+    Returns:
+        ``concurrency``, ``requests_per_s``, ``errors``, ``p50_ms``, ``cpu_ms_per_request`` ({process: ms}, the
+        client under :data:`CLIENT`) and ``executions_per_request`` ({composing model: executions / requests}).
+    """
+    if settle_s > 0:
+        asyncio.run(load.closed_loop(concurrency, settle_s))
+    stats0, cpu0 = snapshot(url), {pid: process_cpu_s(pid) for pid in names}
+    client0, wall0 = time.process_time(), time.monotonic()
+    result = asyncio.run(load.closed_loop(concurrency, seconds))
+    wall, client = time.monotonic() - wall0, time.process_time() - client0
+    spent = {pid: process_cpu_s(pid) - cpu0[pid] for pid in names}
+    models = breakdown(stats0, snapshot(url))
+    ok = result.statuses()["OK"]
+    cpu = {CLIENT: 1000 * client / ok}
+    for pid, name in names.items():
+        cpu[name] = cpu.get(name, 0.0) + 1000 * spent[pid] / ok
+    executions = {m: row["executions"] / row["requests"] for m, row in models.items() if m != contract.ENSEMBLE}
+    return {"concurrency": concurrency, "requests_per_s": ok / wall, "errors": len(result.outcomes) - ok,
+            "p50_ms": result.percentile_ms(50), "cpu_ms_per_request": cpu,
+            "executions_per_request": executions}  # fmt: skip
 
 
 def executions_per_request(level: Mapping[str, Any], process: str) -> float:
@@ -77,6 +121,12 @@ def median_level(levels: Sequence[Mapping[str, Any]], concurrency: int) -> Mappi
     return same[len(same) // 2]
 
 
+def ends(levels: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """The median repetitions of the lowest and of the highest concurrency measured."""
+    concurrencies = sorted({x["concurrency"] for x in levels})
+    return median_level(levels, concurrencies[0]), median_level(levels, concurrencies[-1])
+
+
 def stage_execution_ms(costs: Mapping[str, CostFit]) -> float:
     """CPU of one execution of every stage: the stubs' per-execution parts added up (tritonserver not included)."""
     return sum(fit.per_execution_ms for name, fit in costs.items() if name not in (SERVER, CLIENT))
@@ -85,8 +135,7 @@ def stage_execution_ms(costs: Mapping[str, CostFit]) -> float:
 def table(levels: Sequence[Mapping[str, Any]]) -> list[str]:
     """Markdown: the fit per process and its CPU per request at the lowest and highest concurrency."""
     costs = fits(levels)
-    concurrencies = sorted({x["concurrency"] for x in levels})
-    low, high = median_level(levels, concurrencies[0]), median_level(levels, concurrencies[-1])
+    low, high = ends(levels)
     c_low, c_high = low["concurrency"], high["concurrency"]
     lines = [f"| process | per request ms | per execution ms | R^2 | CPU ms/request at c={c_low} | at c={c_high} | "
              f"executions/request at c={c_high} |",

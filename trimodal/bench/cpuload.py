@@ -39,16 +39,20 @@ def machine_busy_s(proc: Path = PROC) -> float:
     return (sum(values) - idle) / _ticks()
 
 
+def _stat(path: Path) -> tuple[int, float]:
+    """Parent pid and user + system CPU seconds from one ``/proc/<pid>/stat`` file."""
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _ticks()
+
+
 def _parents(proc: Path) -> dict[int, tuple[int, float]]:
     """Parent pid and CPU seconds of every process readable now, keyed by pid."""
     table: dict[int, tuple[int, float]] = {}
-    ticks = _ticks()
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+            table[int(entry.name)] = _stat(entry / "stat")
         except (OSError, ValueError, IndexError):
             continue
     return table
@@ -57,10 +61,9 @@ def _parents(proc: Path) -> dict[int, tuple[int, float]]:
 def process_cpu_s(pid: int, proc: Path = PROC) -> float:
     """User + system CPU seconds of one process so far (0 once it is gone)."""
     try:
-        fields = (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        return _stat(proc / str(pid) / "stat")[1]
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _ticks()
 
 
 def run_cpu_s(root: int | None = None, proc: Path = PROC) -> float:

@@ -362,7 +362,7 @@ def cpu(layout: Layout) -> str:
 
 def batch_cost(layout: Layout) -> str:
     """Per-request and per-stage-execution CPU, fitted over closed-loop levels (``benchmarks/cpu/batch_cost.json``)."""
-    from trimodal.bench.batchcost import SERVER, fits, median_level, stage_execution_ms
+    from trimodal.bench.batchcost import SERVER, ends, fits, stage_execution_ms
 
     data = artifacts.read_json(layout.root / artifacts.BATCH_COST)
     levels, meta = data["runs"], data["meta"]
@@ -371,7 +371,7 @@ def batch_cost(layout: Layout) -> str:
     ranked = sorted(stubs, key=lambda name: stubs[name].per_execution_ms)
     cheapest, dearest = ranked[0], ranked[-1]
     concurrencies = sorted({level["concurrency"] for level in levels})
-    low, high = median_level(levels, concurrencies[0]), median_level(levels, concurrencies[-1])
+    low, high = ends(levels)
     total_low, total_high = (sum(level["cpu_ms_per_request"].values()) for level in (low, high))
     per_request = sum(cost.per_request_ms for cost in costs.values())
     text = (
