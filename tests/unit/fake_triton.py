@@ -42,12 +42,20 @@ class _Service(service_pb2_grpc.GRPCInferenceServiceServicer):
             yield service_pb2.ModelStreamInferResponse(infer_response=response)
 
 
+MAX_MESSAGE = 64 * 2**20
+"""The largest gRPC message the stand-in accepts (above Envoy's cap)."""
+
+
 class FakeTriton:
     """gRPC on ``grpc_port`` and HTTP on ``http_port`` (127.0.0.1, ephemeral ports), until :meth:`stop`."""
 
     def __init__(self) -> None:
         self.seen: Counter = Counter()
-        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        # Accept messages far above Envoy's 16 MiB cap (gRPC's own default is 4 MiB): a request Envoy lets through
+        # must reach this stand-in, so that "refused at Envoy" cannot be this server's refusal.
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=16), options=[("grpc.max_receive_message_length", MAX_MESSAGE)]
+        )
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_Service(self.seen), self._grpc)
         self.grpc_port = self._grpc.add_insecure_port("127.0.0.1:0")
         seen = self.seen

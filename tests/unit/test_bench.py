@@ -5,7 +5,9 @@ import csv
 import gc
 import json
 import math
+import re
 import struct
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +69,20 @@ def test_mix_is_order_insensitive_and_accepts_all() -> None:
     assert parse_mix("text+image=1, all=3") == {"image+text": 0.25, "image+text+audio": 0.75}
 
 
-@pytest.mark.parametrize("bad", ["video=1", "image=-1", "image=x", "image=1,image=2", "image=0", "", "image+image=1"])
-def test_bad_mix_is_refused_with_the_entry(bad: str) -> None:
-    with pytest.raises(BenchError):
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ("video=1", "mix entry 'video=1': expected a '+'-joined subset of ['image', 'text', 'audio']"),
+        ("image=-1", "mix entry 'image=-1': weight must be a finite number >= 0, got '-1'"),
+        ("image=x", "mix entry 'image=x': weight 'x' is not a number"),
+        ("image=1,image=2", "mix entry 'image=2': subset 'image' is given twice"),
+        ("image=0", "mix 'image=0': expected at least one subset with a weight > 0"),
+        ("", "mix '': expected at least one subset with a weight > 0"),
+        ("image+image=1", "mix entry 'image+image=1': expected a '+'-joined subset"),
+    ],
+)
+def test_bad_mix_is_refused_with_the_entry(bad: str, says: str) -> None:
+    with pytest.raises(BenchError, match=re.escape(says)):
         parse_mix(bad)
 
 
@@ -138,9 +151,15 @@ def test_closed_loop_counts_successes_and_failures() -> None:
 def test_batched_loop_latency_is_the_batch_latency() -> None:
     items = build_workload(_split(), parse_mix("text=1"), 10)
     sizes = []
-    result = batched_loop(lambda chunk: sizes.append(len(chunk)), items, 8, duration_s=0.05, warmup_s=0.0,
-                          baseline="local")  # fmt: skip
-    assert set(sizes) == {8} and result.requests % 8 == 0 and result.throughput > 0
+
+    def classify(chunk) -> None:  # a batch takes at least 10 ms, whatever its size
+        sizes.append(len(chunk))
+        time.sleep(0.010)
+
+    result = batched_loop(classify, items, 8, duration_s=0.1, warmup_s=0.0, baseline="local")
+    assert set(sizes) == {8} and result.requests % 8 == 0 and result.requests >= 8
+    # every sample of a batch waited for the whole batch: >= 10 ms, not the 10 ms / 8 of a per-sample share
+    assert result.p50_ms >= 10.0 and result.throughput <= 8 / 0.010
 
 
 # --- statistics API --------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ And trimodal.tensorrt.accuracy's report (engines vs ONNX Runtime).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -368,12 +369,19 @@ def test_verify_accuracy_runs_both_sides_on_the_same_inputs(repo, spec, tmp_path
         contract.AUDIO_TENSOR: np.zeros((n, 1, audio.n_mels, audio.n_frames), np.float32),
         **{mask: np.ones((n, 1), np.float32) for mask in contract.MASKS},
     }
+    tensors[contract.IMAGE_TENSOR][:, 0, 0, 0] = np.arange(n)  # distinct rows: a reordered or zeroed feed shows
+    tensors[contract.INPUT_IDS][:, 0] = np.arange(n) + 100
     labels = np.arange(n) % spec.num_classes
     sides = []
+    fed: dict[str, dict[str, list[dict[str, np.ndarray]]]] = {"ort": {}, "trt": {}}
+    graphs_used = []
 
-    def fake_backend(side, shift):
+    def fake_backend(side, shift, graph_for=None):
         def infer(model, feeds):
             sides.append(side)
+            fed[side].setdefault(model, []).append({name: np.array(value) for name, value in feeds.items()})
+            if graph_for is not None:
+                graphs_used.append(Path(graph_for(model)))
             rows = len(next(iter(feeds.values())))
             return {t.name: np.eye(rows, *t.dims, dtype=np.float32) + shift for t in ios[model].outputs}
 
@@ -381,7 +389,7 @@ def test_verify_accuracy_runs_both_sides_on_the_same_inputs(repo, spec, tmp_path
 
     closed = []
     monkeypatch.setattr(accuracy, "encoder_inputs", lambda spec, root, split, count, repo_dir: (tensors, labels))
-    monkeypatch.setattr(accuracy, "ort_infer", lambda graph: fake_backend("ort", 0.0))
+    monkeypatch.setattr(accuracy, "ort_infer", lambda graph: fake_backend("ort", 0.0, graph))
     monkeypatch.setattr(accuracy, "trt_infer", lambda plans: (fake_backend("trt", 1e-4), lambda: closed.append(1)))
     with pytest.raises(EngineError, match=r"missing fp32 ONNX graphs in .*: run `trimodal build`"):
         accuracy.verify_accuracy(spec, repo, build, samples=n, runtime=RUNTIME)
@@ -396,6 +404,15 @@ def test_verify_accuracy_runs_both_sides_on_the_same_inputs(repo, spec, tmp_path
     assert report.passed and report.samples == n and report.precision == spec.precision.of("image_encoder", "gpu")
     assert report.max_prob_diff == pytest.approx(1e-4, rel=1e-3) and closed == [1]
     assert sides.count("ort") == sides.count("trt") == len(ENCODERS)
+    # the reference is the fp32 graph of every model (the build's, as the repository had none then) ...
+    assert graphs_used == [build / "onnx" / f"{model}.onnx" for model in ENCODERS]
+    # ... and both sides got the very same encoder inputs, in the order of the test samples
+    for model in ENCODERS[:-1]:
+        (ort_batch,), (trt_batch,) = fed["ort"][model], fed["trt"][model]
+        assert ort_batch.keys() == trt_batch.keys() == {t.name for t in ios[model].inputs}
+        for name, value in ort_batch.items():
+            np.testing.assert_array_equal(trt_batch[name], value)
+            np.testing.assert_array_equal(value, tensors[name])
     write_plan(repo, spec, "image_encoder", precision="fp32")
     with pytest.raises(EngineError, match="mixed precisions"):
         accuracy.verify_accuracy(spec, repo, build, samples=n, runtime=RUNTIME)

@@ -3,6 +3,7 @@ import random
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import deserialize_bytes_tensor
 
 from trimodal import contract
 from trimodal.client import RetryPolicy, Sample, TrimodalClient, build_inputs, build_outputs, parse_result
@@ -14,6 +15,9 @@ def test_inputs_are_one_bytes_element_per_sample_and_empty_means_absent() -> Non
     inputs = build_inputs([Sample(image=b"png", text="sieben"), Sample(audio=b"wav")], grpcclient)
     assert [t.name() for t in inputs] == [contract.IMAGE, contract.TEXT, contract.AUDIO]
     assert all(t.shape() == [2, 1] and t.datatype() == "BYTES" for t in inputs)
+    # what goes on the wire, decoded as Triton decodes a BYTES tensor: in sample order, b"" where absent
+    contents = [deserialize_bytes_tensor(t._get_content()).tolist() for t in inputs]
+    assert contents == [[b"png", b""], [b"sieben", b""], [b"", b"wav"]]
 
 
 def test_no_samples_is_a_clear_error() -> None:

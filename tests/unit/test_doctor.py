@@ -79,6 +79,11 @@ def test_a_half_made_venv_is_detected_and_removed(tmp_path: Path) -> None:
 def test_a_venv_without_pip_is_broken_and_one_with_pip_is_partial(tmp_path: Path) -> None:
     venv.create(tmp_path / "nopip", with_pip=False)
     assert doctor.venv_state(tmp_path / "nopip") == "broken"
+    venv.create(tmp_path / "withpip", with_pip=True)  # made, but make's install never finished: no marker
+    assert doctor.venv_state(tmp_path / "withpip") == "partial"
+    assert "the install did not finish" in doctor.check_venv(tmp_path / "withpip").detail
+    (tmp_path / "withpip" / ".installed").touch()
+    assert doctor.venv_state(tmp_path / "withpip") == "complete"
     assert doctor.venv_state(ROOT / ".venv") == "complete"
     assert doctor.check_stub(ROOT / ".venv").status == "ok"
     assert doctor.check_stub(ROOT / ".venv", (3, 99)).status == "fail"

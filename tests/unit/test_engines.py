@@ -199,7 +199,12 @@ def test_graph_names_per_precision_in_the_repository_and_a_build_folder(tmp_path
 
 
 def test_engine_precision_comes_from_the_flag_then_pipeline_yaml(spec):
-    assert engine_precision(spec, "image_encoder") == spec.precision.of("image_encoder", "gpu")
+    assert spec.precision.gpu.default == "fp16"  # pipeline.yaml as shipped: the GPU default
+    assert engine_precision(spec, "image_encoder") == "fp16"
+    per_model = with_changes(spec, precision__gpu={"default": "fp16", "models": {"image_encoder": "int8"}})
+    assert engine_precision(per_model, "image_encoder") == "int8"  # a per-model GPU entry beats the default
+    assert engine_precision(per_model, "audio_encoder") == "fp16"
+    assert engine_precision(per_model, "image_encoder", "fp32") == "fp32"  # and the flag beats both
     assert engine_precision(spec, "image_encoder", "int8") == "int8"
     with pytest.raises(EngineError, match="precision 'fp8'"):
         engine_precision(spec, "image_encoder", "fp8")

@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from fake_triton import FakeTriton
+from fake_triton import MAX_MESSAGE, FakeTriton
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -330,10 +330,17 @@ def test_oversized_requests_are_refused_at_envoy(name: str, upstream: FakeTriton
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 413
-        with grpc.insecure_channel(f"127.0.0.1:{ports['grpc']}") as channel:
+        options = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
+        with grpc.insecure_channel(f"127.0.0.1:{ports['grpc']}", options=options) as channel:
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             message = service_pb2.ModelInferRequest(model_name="multimodal", raw_input_contents=[big])
-            with pytest.raises(grpc.RpcError):
+            with pytest.raises(grpc.RpcError) as refused_grpc:
                 stub.ModelInfer(message, timeout=10)
-    assert upstream.seen["grpc:ModelInfer"] == 0
+            refused_seen = upstream.seen["grpc:ModelInfer"]
+            # under the cap (and above gRPC's default 4 MiB), a request passes Envoy to the upstream
+            within = service_pb2.ModelInferRequest(model_name="multimodal", raw_input_contents=[big[: 8 * 2**20]])
+            stub.ModelInfer(within, timeout=10)
+    assert "Payload Too Large" in (refused_grpc.value.details() or ""), refused_grpc.value
+    assert refused_seen == 0
+    assert upstream.seen["grpc:ModelInfer"] == 1
     assert upstream.seen["http:/v2/models/multimodal/infer"] == 0

@@ -635,15 +635,15 @@ def test_values_schema_accepts_the_shipped_values_and_refuses_mistakes() -> None
         assert chart.schema is not None
         for variant in VARIANTS:
             chart.validate_schema(_values(variant))
-        for bad in (
-            {"autoscaling": {"mode": "kubernetes"}},
-            {"modelRepository": {"source": "s3"}},
-            {"trition": {"replicas": 2}},  # a typo is not silently ignored
-            {"ingress": {"host": "x"}},  # the old single host: now ingress.hosts[]
-            {"engineBuild": {"mode": "job", "extraArgs": "--force"}},
-            {"metrics": {"prometheusRule": {"failureRatio": 5}}},
+        for bad, says in (  # each refused for its own mistake, named by its path
+            ({"autoscaling": {"mode": "kubernetes"}}, "at '/autoscaling/mode': value must be one of"),
+            ({"modelRepository": {"source": "s3"}}, "at '/modelRepository/source': value must be one of"),
+            ({"trition": {"replicas": 2}}, "additional properties 'trition' not allowed"),  # a typo is not ignored
+            ({"ingress": {"host": "x"}}, "at '/ingress': additional properties 'host'"),  # now ingress.hosts[]
+            ({"engineBuild": {"mode": "job", "extraArgs": "--force"}}, "at '/engineBuild/extraArgs': got string"),
+            ({"metrics": {"prometheusRule": {"failureRatio": 5}}}, "at '/metrics/prometheusRule/failureRatio'"),
         ):
-            with pytest.raises(Exception, match="trimodal"):
+            with pytest.raises(Exception, match=re.escape(says)):
                 chart.validate_schema(bad)
 
 
