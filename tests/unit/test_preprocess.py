@@ -231,6 +231,71 @@ def test_audio_errors_name_the_input(payload: bytes, needle: str) -> None:
     assert needle in str(info.value)
 
 
+def _encoded(samples: np.ndarray, rate: int, subtype: str) -> bytes:
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="WAV", subtype=subtype)
+    return buffer.getvalue()
+
+
+def _false_block_align(samples: np.ndarray, rate: int) -> bytes:
+    """PCM whose fmt chunk claims 65535-byte frames: the data chunk seems to hold a few (libsndfile ignores it)."""
+    data = bytearray(encode_wav(samples, rate))
+    fmt = data.find(b"fmt ")
+    struct.pack_into("<H", data, fmt + 8 + 12, 65535)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _encoded(_tone(8000, 300.0), 8000, "IMA_ADPCM"),
+        _encoded(_tone(8000, 300.0), 8000, "GSM610"),
+        _encoded(_tone(8000, 120.0), 8000, "G721_32"),
+        _false_block_align(np.zeros(1000 * 1000, dtype=np.float32), 1000),
+    ],
+    ids=["ima-adpcm-300s", "gsm-300s", "g721-120s", "pcm-1000s-false-block-align"],
+)
+def test_long_clips_are_refused_whatever_their_header_says(payload: bytes) -> None:
+    """The data chunk's size / block_align undercounts compressed WAVs (and a false header), so 30 s was a check
+    that a 0.5 MB GSM file of 40 minutes passed; libsndfile's own frame count is checked too."""
+    assert len(payload) <= AUDIO.max_bytes
+    with pytest.raises(PreprocessError, match=r"^AUDIO\[0\]: audio clip of \d+\.\d s exceeds the limit of 30 s$"):
+        pre.decode_audio(payload, AUDIO, index=0)
+
+
+def test_short_compressed_clips_still_decode() -> None:
+    wave = pre.decode_audio(_encoded(_tone(8000, 1.0), 8000, "IMA_ADPCM"), AUDIO, index=0)
+    assert wave.shape == (AUDIO.clip_samples,) and np.abs(wave).max() > 0.1
+
+
+@pytest.mark.parametrize("peak", [1e10, 1e20, 3e38])
+def test_out_of_range_float_samples_are_refused_not_classified_from_nan(peak: float) -> None:
+    payload = _float_wav(np.full(AUDIO.sample_rate, peak, dtype=np.float32), AUDIO.sample_rate)
+    with pytest.raises(PreprocessError, match=r"^AUDIO\[0\]: sample values up to .* are out of range"):
+        pre.preprocess_audio([payload], AUDIO)
+    loud = _float_wav(np.full(AUDIO.sample_rate, 1e3, dtype=np.float32), AUDIO.sample_rate)  # loud, in range
+    assert np.isfinite(pre.preprocess_audio([loud], AUDIO)[0]).all()
+
+
+def test_decoder_messages_carry_no_object_addresses() -> None:
+    with pytest.raises(PreprocessError) as image:
+        pre.decode_image(b"not an image at all", IMAGE, index=0)
+    assert (
+        str(image.value)
+        == "IMAGE[0]: cannot decode image bytes (expected a PNG or JPEG file): cannot identify image file"
+    )
+    assert "0x" not in str(image.value)
+
+
+@pytest.mark.parametrize("blank", [b"   ", b"\t\n", b"\x00\x00"])
+def test_text_of_only_whitespace_or_control_characters_is_absent(text_pre: pre.TextPreprocessor, blank: bytes) -> None:
+    ids, _, mask = text_pre([b"seven", blank, b""])
+    np.testing.assert_array_equal(mask, [[1.0], [0.0], [0.0]])
+    np.testing.assert_array_equal(ids[1], ids[2])  # tokenized exactly like an absent text
+
+
 # --- image normalisation (polarity, alpha, crop and centre) ------------------------------------------------
 
 
@@ -338,12 +403,62 @@ def test_tiny_images_decode(shape: tuple[int, int]) -> None:
     assert out.shape == (IMAGE.size, IMAGE.size) and np.isfinite(out).all()
 
 
-def test_large_images_are_reduced_before_the_analysis_with_the_same_result() -> None:
+def test_large_images_are_reduced_before_the_analysis_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
     from trimodal.runtime import normalize
 
     big = 12 * normalize.ANALYSIS_SIDE_FACTOR * IMAGE.size // 8  # above the reduction threshold
     reference = _decoded(_dark_on_light(_digit_ink(200)))
+    reduce_large, sides = normalize.reduce_large, []
+
+    def recording(image, size):
+        reduced = reduce_large(image, size)
+        sides.append((min(image.size), min(reduced.size)))
+        return reduced
+
+    monkeypatch.setattr(normalize, "reduce_large", recording)
     assert np.abs(_decoded(_dark_on_light(_digit_ink(big))) - reference).mean() < 0.05
+    ((before, after),) = sides
+    assert before > normalize.ANALYSIS_SIDE_FACTOR * IMAGE.size  # the test image is above the threshold ...
+    # ... and was reduced, to no less than half the analysis side
+    assert normalize.ANALYSIS_SIDE_FACTOR // 2 * IMAGE.size <= after < before
+
+
+def _strip_png(width: int) -> bytes:
+    """A white strip one pixel high with a black pixel every 50: about 100 bytes of PNG for any width."""
+    pixels = np.full((1, width), 255, dtype=np.uint8)
+    pixels[0, ::50] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _sixteen_bit_png(side: int) -> bytes:
+    pixels = np.full((side, side), 65535, dtype=np.uint16)
+    pixels[side // 3 : side // 2, side // 3 : side // 2] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "inked"),  # a one-pixel line in a square of its length's side is averaged away at 32 x 32
+    [(_strip_png(3000), False), (_strip_png(4096 * 4096), False), (_sixteen_bit_png(2048), True)],
+    ids=["3000x1", "16777216x1", "2048x2048-16bit"],
+)
+def test_small_files_of_large_images_decode_in_bounded_memory(data: bytes, inked: bool) -> None:
+    """A ~100-byte PNG of a 16-million-pixel strip once asked numpy for 7.69 PiB (MemoryError) and a 3000-pixel one
+    for 315 MB: the crop was padded by its own side over the whole image, and only the shorter side was reduced."""
+    import tracemalloc
+
+    tracemalloc.start()  # numpy's buffers are traced (Pillow's own are not: they are bounded by the pixel limit)
+    try:
+        out = pre.decode_image(data, IMAGE, index=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (1, IMAGE.size, IMAGE.size) and np.isfinite(out).all()
+    assert (out.min() < 0.0) == inked
+    assert peak < 32 * 2**20, f"numpy peak {peak / 2**20:.0f} MiB"
 
 
 def test_normalisation_is_deterministic_and_batch_equals_items() -> None:

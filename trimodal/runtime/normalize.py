@@ -52,6 +52,8 @@ MIN_CROP_FRACTION = 0.2
 """The crop square is never smaller than this share of the image's shorter side (tiny specks stay small)."""
 ANALYSIS_SIDE_FACTOR = 8
 """Images whose shorter side exceeds this many output sizes are box-reduced first (cost bound)."""
+LONG_SIDE_FACTOR = 4
+"""... and so are images whose longer side exceeds this many times that (thin strips; memory bound)."""
 
 
 def flatten_alpha(rgba: np.ndarray) -> np.ndarray:
@@ -153,29 +155,52 @@ def fit_content(ink: np.ndarray, size: int) -> np.ndarray:
     left, top, right, bottom = box
     height, width = ink.shape
     side = max(max(right - left, bottom - top) / CONTENT_FILL, MIN_CROP_FRACTION * min(height, width), 2.0)
-    centre_x, centre_y = (left + right) / 2.0, (top + bottom) / 2.0
-    pad = int(np.ceil(side))
-    padded = np.pad(ink, pad, mode="constant", constant_values=0.0)
-    x0, y0 = centre_x - side / 2.0 + pad, centre_y - side / 2.0 + pad
-    image = Image.fromarray(np.ascontiguousarray(padded, dtype=np.float32), mode="F")
-    resized = image.resize((size, size), Image.Resampling.BILINEAR, box=(x0, y0, x0 + side, y0 + side))
+    x0, y0 = (left + right - side) / 2.0, (top + bottom - side) / 2.0
+    window, (wx, wy) = _crop_window(ink, x0, y0, side, margin=int(np.ceil(side / size)) + 2)
+    image = Image.fromarray(window, mode="F")
+    resized = image.resize(
+        (size, size), Image.Resampling.BILINEAR, box=(x0 - wx, y0 - wy, x0 - wx + side, y0 - wy + side)
+    )
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
+def _crop_window(ink: np.ndarray, x0: float, y0: float, side: float, margin: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The square ``(x0, y0, side)`` plus ``margin`` pixels around it, zeros outside the image; and its origin.
+
+    Only this window is materialised (not the whole image padded by ``side``, whose size grows with the square
+    of a thin image's length); the margin covers the resampling filter's support, so resizing the window gives
+    the same pixels as resizing the padded image.
+    """
+    height, width = ink.shape
+    wx, wy = int(np.floor(x0)) - margin, int(np.floor(y0)) - margin
+    extent = int(np.ceil(side)) + 2 * margin + 1
+    window = np.zeros((extent, extent), dtype=np.float32)
+    sx0, sy0 = max(wx, 0), max(wy, 0)
+    sx1, sy1 = min(wx + extent, width), min(wy + extent, height)
+    if sx1 > sx0 and sy1 > sy0:
+        window[sy0 - wy : sy1 - wy, sx0 - wx : sx1 - wx] = ink[sy0:sy1, sx0:sx1]
+    return window, (wx, wy)
+
+
 def reduce_large(image: Image.Image, size: int) -> Image.Image:
-    """Box-reduce an image whose shorter side exceeds ``ANALYSIS_SIDE_FACTOR * size`` (integer factor).
+    """Box-reduce (one integer factor for both axes) an image that is large for the analysis.
+
+    Two bounds: a shorter side above ``ANALYSIS_SIDE_FACTOR * size`` is reduced to no less than half that (a
+    photo), and a longer side above ``LONG_SIDE_FACTOR * ANALYSIS_SIDE_FACTOR * size`` to at most that (a thin
+    strip, e.g. 16000 x 1 pixels: its cost grows with its length, which the shorter side does not see).
 
     Args:
-        image: a loaded image in mode ``L``, ``RGB`` or ``RGBA``.
+        image: a loaded image in mode ``L``, ``RGB``, ``RGBA``, ``I`` or ``F``.
         size: the output side.
 
     Returns:
-        The image itself, or a reduced copy whose shorter side is at least ``ANALYSIS_SIDE_FACTOR / 2 * size``.
+        The image itself, or a reduced copy.
     """
-    factor = min(image.size) // (ANALYSIS_SIDE_FACTOR // 2 * size)
-    if min(image.size) <= ANALYSIS_SIDE_FACTOR * size or factor < 2:
-        return image
-    return image.reduce(int(factor))
+    analysis = ANALYSIS_SIDE_FACTOR * size
+    shorter, longer = min(image.size), max(image.size)
+    factor = shorter // (analysis // 2) if shorter > analysis else 1
+    factor = max(factor, -(-longer // (LONG_SIDE_FACTOR * analysis)))
+    return image.reduce(int(factor)) if factor >= 2 else image
 
 
 def normalize_image(gray: np.ndarray, size: int) -> np.ndarray:

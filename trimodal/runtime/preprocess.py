@@ -29,6 +29,7 @@ import functools
 import io
 import logging
 import os
+import re
 import struct
 import warnings
 from collections.abc import Sequence
@@ -56,7 +57,11 @@ if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > MAX_IMAGE_PIXELS:
 
 # --- audio -----------------------------------------------------------------------------------------------
 MAX_AUDIO_SECONDS = 30.0
-"""Clips longer than this (before cropping) are refused, checked from the WAV header before decoding."""
+"""Clips longer than this (before cropping) are refused, checked from the WAV header and from libsndfile's own frame
+count (a compressed or mislabelled WAV holds more frames than its data chunk's size says) before decoding."""
+MAX_AUDIO_PEAK = 1e9
+"""Samples of larger magnitude are refused: float WAVs hold samples within +-1, and from about 1e16 on the power
+spectrum overflows float32 (the clip would be classified from NaN features)."""
 MAX_AUDIO_CHANNELS = 16
 MIN_AUDIO_RATE = 1000
 MAX_AUDIO_RATE = 384000
@@ -88,6 +93,11 @@ def _as_bytes(item: Any, what: str) -> bytes:
 # ========================================================================================================
 
 
+def _without_addresses(exc: Exception) -> str:
+    """A decoder's message without the ``<_io.BytesIO object at 0x7f...>`` reprs that Pillow and soundfile put in."""
+    return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc))
+
+
 def _to_gray(image: Image.Image, size: int) -> np.ndarray:
     """Grayscale float32 array in [0, 1] of a loaded PIL image, alpha flattened over the background.
 
@@ -96,7 +106,8 @@ def _to_gray(image: Image.Image, size: int) -> np.ndarray:
     """
     mode = image.mode
     if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        array = np.asarray(image, dtype=np.float32)
+        reduced = normalize.reduce_large(image.convert("I") if mode.startswith("I;16") else image, size)
+        array = np.asarray(reduced, dtype=np.float32)
         return np.clip(array / (255.0 if mode == "F" else 65535.0), 0.0, 1.0)
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -141,9 +152,13 @@ def decode_image(data: bytes, spec: ImageSpec, *, index: int | None = None) -> n
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PreprocessError(f"{what}: image too large (limit {MAX_IMAGE_PIXELS} pixels): {exc}") from None
+        raise PreprocessError(
+            f"{what}: image too large (limit {MAX_IMAGE_PIXELS} pixels): {_without_addresses(exc)}"
+        ) from None
     except Exception as exc:
-        raise PreprocessError(f"{what}: cannot decode image bytes (expected a PNG or JPEG file): {exc}") from None
+        raise PreprocessError(
+            f"{what}: cannot decode image bytes (expected a PNG or JPEG file): {_without_addresses(exc)}"
+        ) from None
     with image:
         width, height = image.size
         if width <= 0 or height <= 0:
@@ -161,9 +176,13 @@ def decode_image(data: bytes, spec: ImageSpec, *, index: int | None = None) -> n
             gray = _to_gray(image, size)
         except Exception as exc:
             raise PreprocessError(
-                f"{what}: cannot decode image bytes (expected a PNG or JPEG file; truncated or corrupt?): {exc}"
+                f"{what}: cannot decode image bytes (expected a PNG or JPEG file; truncated or corrupt?): "
+                f"{_without_addresses(exc)}"
             ) from None
-    gray = normalize.normalize_image(gray, size)
+    try:
+        gray = normalize.normalize_image(gray, size)
+    except MemoryError:
+        raise PreprocessError(f"{what}: a {width}x{height} image needs more memory than this server has") from None
     out = (gray - IMAGE_MEAN) / IMAGE_STD
     return out.astype(np.float32, copy=False)[None, :, :]
 
@@ -223,6 +242,8 @@ class TextPreprocessor:
         self.tokenizer.enable_padding(
             length=spec.max_tokens, pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]", pad_type_id=0
         )
+        # the tokens of an absent text (the special ones): a text with no more than these is absent too
+        self.absent_tokens = int(sum(self.tokenizer.encode("").attention_mask))
 
     def _decode(self, item: Any, index: int) -> str:
         what = _name(self.spec.input, index)
@@ -239,7 +260,7 @@ class TextPreprocessor:
             raise PreprocessError(f"{what}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
 
     def __call__(self, items: Sequence[bytes | str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Tokenize a batch; empty elements mark the text absent.
+        """Tokenize a batch; empty elements (and those of only whitespace or control characters) mark the text absent.
 
         Args:
             items: UTF-8 bytes (or ``str``) per sample, ``b""`` when absent.
@@ -259,7 +280,8 @@ class TextPreprocessor:
         encodings = self.tokenizer.encode_batch(texts)
         input_ids = np.array([enc.ids for enc in encodings], dtype=np.int64).reshape(len(texts), length)
         attention = np.array([enc.attention_mask for enc in encodings], dtype=np.int64).reshape(len(texts), length)
-        mask = np.array([[1.0 if text else 0.0] for text in texts], dtype=np.float32)
+        # present = some token besides the special ones: whitespace or control characters alone are no text
+        mask = (attention.sum(axis=1, keepdims=True) > self.absent_tokens).astype(np.float32)
         return input_ids, attention, mask
 
 
@@ -274,6 +296,7 @@ def _parse_wav_header(data: bytes, what: str) -> tuple[int, int, int]:
         raise PreprocessError(f"{what}: not a WAV file (expected a RIFF/WAVE header)")
     offset = 12
     channels = rate = block_align = 0
+    fmt_seen = False
     while offset + 8 <= len(data):
         chunk_id = data[offset : offset + 4]
         (chunk_size,) = struct.unpack("<I", data[offset + 4 : offset + 8])
@@ -282,8 +305,11 @@ def _parse_wav_header(data: bytes, what: str) -> tuple[int, int, int]:
             if chunk_size < 16 or body + 16 > len(data):
                 raise PreprocessError(f"{what}: truncated WAV file (incomplete fmt chunk)")
             _, channels, rate, _, block_align = struct.unpack("<HHIIH", data[body : body + 14])
+            fmt_seen = True
+            if not block_align:
+                raise PreprocessError(f"{what}: invalid WAV file (block_align 0 in the fmt chunk)")
         elif chunk_id == b"data":
-            if not rate:
+            if not fmt_seen:
                 raise PreprocessError(f"{what}: invalid WAV file (data chunk before fmt chunk)")
             if body + chunk_size > len(data):
                 raise PreprocessError(
@@ -293,10 +319,16 @@ def _parse_wav_header(data: bytes, what: str) -> tuple[int, int, int]:
                 raise PreprocessError(f"{what}: unsupported channel count {channels} (1..{MAX_AUDIO_CHANNELS})")
             if not MIN_AUDIO_RATE <= rate <= MAX_AUDIO_RATE:
                 raise PreprocessError(f"{what}: unsupported sample rate {rate} Hz ({MIN_AUDIO_RATE}..{MAX_AUDIO_RATE})")
-            frames = chunk_size // block_align if block_align else 0
-            return channels, rate, frames
+            return channels, rate, chunk_size // block_align
         offset = body + chunk_size + (chunk_size & 1)
     raise PreprocessError(f"{what}: truncated WAV file (no complete fmt and data chunks)")
+
+
+def _check_duration(frames: int, rate: int, what: str) -> None:
+    if frames > MAX_AUDIO_SECONDS * rate:
+        raise PreprocessError(
+            f"{what}: audio clip of {frames / rate:.1f} s exceeds the limit of {MAX_AUDIO_SECONDS:g} s"
+        )
 
 
 def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
@@ -356,18 +388,27 @@ def decode_audio(data: bytes, spec: AudioSpec, *, index: int | None = None) -> n
     _, rate, frames = _parse_wav_header(data, what)
     if frames <= 0:
         raise PreprocessError(f"{what}: empty audio clip (0 samples)")
-    if frames > MAX_AUDIO_SECONDS * rate:
-        raise PreprocessError(
-            f"{what}: audio clip of {frames / rate:.1f} s exceeds the limit of {MAX_AUDIO_SECONDS:g} s"
-        )
+    _check_duration(frames, rate, what)
     try:
-        wave, _ = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(io.BytesIO(data)) as clip:
+            _check_duration(clip.frames, clip.samplerate, what)  # libsndfile's count: ADPCM, GSM, a false header
+            limit = int(MAX_AUDIO_SECONDS * clip.samplerate)
+            wave = clip.read(frames=limit + 1, dtype="float32", always_2d=True)
+    except PreprocessError:
+        raise
     except Exception as exc:
-        raise PreprocessError(f"{what}: cannot decode WAV file: {exc}") from None
+        raise PreprocessError(f"{what}: cannot decode WAV file: {_without_addresses(exc)}") from None
+    _check_duration(wave.shape[0], rate, what)
     if wave.shape[0] == 0:
         raise PreprocessError(f"{what}: empty audio clip (0 samples)")
     if not np.isfinite(wave).all():
         raise PreprocessError(f"{what}: audio contains NaN or Inf samples")
+    peak = float(np.abs(wave).max())
+    if peak > MAX_AUDIO_PEAK:
+        raise PreprocessError(
+            f"{what}: sample values up to {peak:.3g} are out of range (expected magnitudes up to {MAX_AUDIO_PEAK:g}; "
+            "float WAV samples lie within +-1)"
+        )
     mono = wave.mean(axis=1, dtype=np.float32) if wave.shape[1] > 1 else wave[:, 0]
     mono = _resample(mono, rate, spec.sample_rate)
     return fit_clip(mono, spec.clip_samples)

@@ -23,6 +23,10 @@ LOGGER = logging.getLogger(__name__)
 BLAS_THREADS_ENV = "TRIMODAL_STUB_BLAS_THREADS"
 
 
+class InternalError(RuntimeError):
+    """A request failed for a reason that is not its input's fault (answered with INTERNAL, not INVALID_ARGUMENT)."""
+
+
 def limit_blas_threads() -> int | None:
     """Give numpy/scipy's BLAS one thread in this process (a Python stub), unless ``TRIMODAL_STUB_BLAS_THREADS`` says.
 
@@ -52,9 +56,10 @@ def _pb_utils() -> Any:
 class BatchedModel:
     """Base class: per-request decoding and error isolation, one compute call per request batch.
 
-    Subclasses implement :meth:`setup` and :meth:`compute`. A :class:`PreprocessError` (or ``ValueError``)
-    raised for one request becomes that request's INVALID_ARGUMENT response; the other requests of the
-    batch are answered normally and the model stays up.
+    Subclasses implement :meth:`setup` and :meth:`compute`. A :class:`PreprocessError` (or ``ValueError``, or a
+    ``MemoryError``) raised for one request becomes that request's INVALID_ARGUMENT response, any other exception
+    its INTERNAL response (logged with its traceback); the other requests of the batch are answered normally and
+    the model stays up. When a merged batch fails, its requests are run one by one to find the one at fault.
     """
 
     input_names: tuple[str, ...] = ()
@@ -130,10 +135,16 @@ class BatchedModel:
         return {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names}
 
     def _safe_compute(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray] | Exception:
+        """One request's compute; whatever it raises becomes that request's error, never the batch's."""
         try:
             return self.compute(batch)
         except (PreprocessError, ValueError) as exc:
             return exc
+        except MemoryError:
+            return PreprocessError(f"{self.model_name}: the request's inputs need more memory than this server has")
+        except Exception as exc:  # a defect, not the input's fault: logged, answered as INTERNAL for this request
+            LOGGER.exception("%s: compute failed for one request", self.model_name)
+            return InternalError(f"{self.model_name}: {type(exc).__name__}: {exc}")
 
     def _compute_concatenated(self, batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray] | Exception]:
         rejected = [self.reject(batch) for batch in batches]
@@ -143,7 +154,13 @@ class BatchedModel:
             return results
         sizes = [len(next(iter(batch.values()))) for batch in accepted]
         merged = {name: np.concatenate([batch[name] for batch in accepted]) for name in self.input_names}
-        outputs = self.compute(merged)
+        try:
+            outputs = self.compute(merged)
+        except Exception:  # find the request at fault: each one alone, so the others are still answered
+            LOGGER.warning("%s: a merged batch of %d requests failed; running them one by one", self.model_name,
+                           len(accepted))  # fmt: skip
+            alone = iter([self._safe_compute(batch) for batch in accepted])
+            return [next(alone) if error is None else error for error in rejected]
         bounds = np.cumsum([0, *sizes])
         slots = iter(range(len(accepted)))
         for position, error in enumerate(rejected):
@@ -158,7 +175,8 @@ class BatchedModel:
 
     def _respond(self, result: dict[str, np.ndarray] | Exception, pb_utils: Any) -> Any:
         if isinstance(result, Exception):
-            code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+            kind = "INTERNAL" if isinstance(result, InternalError) else "INVALID_ARG"
+            code = getattr(pb_utils.TritonError, kind, None)
             error = pb_utils.TritonError(str(result), code) if code is not None else pb_utils.TritonError(str(result))
             return pb_utils.InferenceResponse(output_tensors=[], error=error)
         tensors = [
