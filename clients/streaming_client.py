@@ -11,16 +11,29 @@ import json
 import os
 import queue
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 
 def _tensor(name: str, payload: bytes) -> grpcclient.InferInput:
     tensor = grpcclient.InferInput(name, [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[payload]], dtype=np.object_))
     return tensor
+
+
+def _first_error(responses: queue.Queue) -> str:
+    """The first error the stream's callback reported (why the stream ended)."""
+    while True:
+        try:
+            _, error = responses.get_nowait()
+        except queue.Empty:
+            return "the stream ended"
+        if error is not None:
+            return str(error)
 
 
 def main() -> int:
@@ -46,10 +59,21 @@ def main() -> int:
                 _tensor("AUDIO", (args.samples / info["audio"]).read_bytes()),
             ]
             outputs = [grpcclient.InferRequestedOutput("LABEL", class_count=1)]
-            client.async_stream_infer("multimodal", inputs, outputs=outputs, request_id=str(n))
+            try:
+                client.async_stream_infer("multimodal", inputs, outputs=outputs, request_id=str(n))
+            except InferenceServerException:  # the stream ended (its deadline, the server): the callback says why
+                print(f"error: {_first_error(responses)} (after {n} of {len(metas)} requests were sent)",
+                      file=sys.stderr)  # fmt: skip
+                return 1
         failures = 0
-        for _ in metas:
-            result, error = responses.get(timeout=args.timeout)
+        until = time.monotonic() + args.timeout  # one deadline for the whole stream, as the stream has
+        for answered in range(len(metas)):
+            try:
+                result, error = responses.get(timeout=max(0.0, until - time.monotonic()))
+            except queue.Empty:
+                print(f"error: {len(metas) - answered} of {len(metas)} responses missing after {args.timeout:g} s",
+                      file=sys.stderr)  # fmt: skip
+                return 1
             if error is not None:
                 print(f"error: {error}", file=sys.stderr)
                 failures += 1

@@ -322,6 +322,10 @@ def tune(
     analyzer: Annotated[
         Path | None, typer.Option(envvar="TRIMODAL_MODEL_ANALYZER", help="model-analyzer executable.")
     ] = None,
+    minutes_per_model: Annotated[
+        float,
+        typer.Option(min=1.0, help="Stop Model Analyzer after this many minutes per model (a wedged server)."),
+    ] = 30.0,
 ) -> None:
     """Model Analyzer's quick config search (instances x max batch size) against the real tritonserver.
 
@@ -347,7 +351,7 @@ def tune(
     typer.echo(f"tune: Model Analyzer quick search of {', '.join(chosen)} on the {target.value} target; results go to "
                f"{folder} (roughly 5-10 minutes per model on 2 cores)")  # fmt: skip
     run, measurements = run_tune(layout, chosen, limits, target=target.value, out=folder, analyzer=analyzer,
-                                 echo=typer.echo)  # fmt: skip
+                                 echo=typer.echo, timeout_s=60.0 * minutes_per_model * len(chosen))  # fmt: skip
     typer.echo("")
     for line in summary_table(run, measurements):
         typer.echo(line)

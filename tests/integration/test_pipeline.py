@@ -346,3 +346,20 @@ def test_old_clients_reading_only_probabilities_work_unchanged(server, spec, tes
     assert old.splitlines()[0].startswith(label) and "sum of probabilities: 1.0000" in old
     new = subprocess.run([*example, "--modalities"], capture_output=True, text=True, timeout=60, check=True).stdout
     assert new.startswith(old) and new.splitlines()[-1].startswith("image says ") and "text says " in new
+
+
+def test_streaming_example_answers_every_sample_and_fails_cleanly_past_its_deadline(server) -> None:
+    """clients/streaming_client.py: one stream, every bundled sample answered with its own label; when the answers
+    do not come within --timeout it exits 1 with one line, not a traceback."""
+    samples = ROOT / "clients" / "samples"
+    command = [sys.executable, str(ROOT / "clients" / "streaming_client.py"), "--url", server.config.grpc_url,
+               "--samples", str(samples)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = sorted(done.stdout.splitlines())
+    assert len(lines) == len(list(samples.glob("*.json")))
+    for line in lines:
+        answered, expected = re.fullmatch(r"request \d+: (\S+) \(expected (\S+)\)", line).groups()
+        assert answered == expected, line
+    late = subprocess.run([*command, "--timeout", "0.001"], capture_output=True, text=True, timeout=60)
+    assert late.returncode == 1 and late.stderr.startswith("error: ") and "Traceback" not in late.stderr, late.stderr

@@ -72,21 +72,23 @@ def test_model_loading_needs_the_key(restricted) -> None:
 def test_restricted_grpc_apis_need_the_key(restricted) -> None:
     client = grpcclient.InferenceServerClient(restricted.config.grpc_url)
     np.testing.assert_allclose(_echo(client), [[2, 4]])  # inference stays open
-    assert client.is_server_ready()
+    deadline = {"client_timeout": 10.0}  # every call has one: a wedged server fails the test instead of hanging it
+    assert client.is_server_ready(**deadline)
     # model-config read is open (perf_analyzer over gRPC, Model Analyzer, tritonclient need it): no key
-    assert client.get_model_config("echo", as_json=True)["config"]["name"] == "echo"
+    assert client.get_model_config("echo", as_json=True, **deadline)["config"]["name"] == "echo"
     for call in (
-        lambda **kw: client.get_model_repository_index(**kw),
-        lambda **kw: client.get_system_shared_memory_status(**kw),
-        lambda **kw: client.get_log_settings(**kw),
-        lambda **kw: client.get_trace_settings(**kw),
+        lambda **kw: client.get_model_repository_index(**deadline, **kw),
+        lambda **kw: client.get_system_shared_memory_status(**deadline, **kw),
+        lambda **kw: client.get_log_settings(**deadline, **kw),
+        lambda **kw: client.get_trace_settings(**deadline, **kw),
     ):
         with pytest.raises(InferenceServerException) as info:
             call()
         assert "This protocol is restricted" in info.value.message(), info.value
         call(headers={GRPC_ADMIN_HEADER: KEY})  # the key unlocks it
-    with pytest.raises(InferenceServerException):
-        client.get_model_repository_index(headers={GRPC_ADMIN_HEADER: "wrong"})
+    with pytest.raises(InferenceServerException) as wrong:
+        client.get_model_repository_index(headers={GRPC_ADMIN_HEADER: "wrong"}, **deadline)
+    assert "This protocol is restricted" in wrong.value.message(), wrong.value
 
 
 def test_restricted_http_apis_need_the_key(restricted) -> None:
