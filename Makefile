@@ -15,7 +15,7 @@ APT_PACKAGES := espeak-ng sox libb64-0d python3-venv
 DOCTOR := $(PYTHON) trimodal/doctor.py --venv $(VENV)
 PYTEST_ARGS ?=
 
-.PHONY: help doctor install loadtest analyzer tune apt build render run serve test lint unit integration tools bench evidence clean
+.PHONY: help doctor preflight install loadtest analyzer tune apt build render run serve test lint unit integration tools bench evidence clean
 
 help:
 	@echo "make run    install, build if needed, serve on 8000/8001/8002 and classify the bundled samples"
@@ -96,8 +96,12 @@ unit: install
 integration: build
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-test: build loadtest analyzer tools lint
+# preflight first (make builds prerequisites left to right): the doctor's checks before anything is installed
+test: preflight build loadtest analyzer tools lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+preflight:
+	@$(DOCTOR) --quiet
 
 bench: build
 	$(BIN)/trimodal bench

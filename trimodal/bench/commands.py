@@ -30,7 +30,7 @@ def _stamp(quick: bool) -> str:
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="Short run (about 2 minutes on 2 cores; full: ~16).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Short run (about 2 minutes on 2 cores; full: ~14).")] = False,
     out: Annotated[Path | None, typer.Option(help="Results folder (default benchmarks/results/<timestamp>).")] = None,
     baselines: Annotated[str, typer.Option(help=f"Comma-separated subset of {ALL_BASELINES}.")] = ALL_BASELINES,
     concurrency: Annotated[str | None, typer.Option(help="Concurrency levels, e.g. 1,4,16,32.")] = None,

@@ -66,8 +66,8 @@ class Preset:
     pa_window_ms: int
 
 
-# Full: about 16 minutes on 2 cores (5 server starts, 3 repetitions of 5 closed-loop levels x 8 runners and 6
-# Poisson levels); quick: about 2 minutes.
+# Full: about 14 minutes on 2 cores (13.2-14.0 in the committed runs; 5 server starts, 3 repetitions of 5 closed-loop
+# levels x 8 runners and 6 Poisson levels); quick: about 2 minutes.
 FULL = Preset("1,2,4,16,32", 4.0, 1.0, 512, "0.3,0.5,0.6,0.7,0.8,0.9", 6.0, 3, "1,16", 3000)
 QUICK = Preset("1,16", 1.5, 0.5, 128, "0.3,0.7", 2.5, 2, "1", 1000)
 
