@@ -77,7 +77,8 @@ def image_dirs(dockerfile: Path, target: str | None = None) -> Image:
     """Directories an image of ours creates, its USER, WORKDIR and ENV, read from the Dockerfile.
 
     Understands what our Dockerfiles use: ``RUN mkdir [-p] [-m MODE] PATH...`` (root-owned, as RUN runs as root
-    until USER), ``WORKDIR`` (root-owned 0755 when new), ``USER uid:gid`` and ``ENV K=V ...``. ``target`` picks
+    until USER) and ``RUN chmod MODE PATH...`` (octal), ``WORKDIR`` (root-owned 0755 when new), ``USER uid:gid``
+    and ``ENV K=V ...``. ``target`` picks
     a stage of a multi-stage file.
     """
     dirs = dict(BASE_IMAGE_DIRS)
@@ -108,6 +109,13 @@ def image_dirs(dockerfile: Path, target: str | None = None) -> Image:
             user = Owned(int(uid), int(gid or uid), 0)
         elif word == "RUN":
             for argv in _commands(rest):
+                if argv[:1] == ["chmod"]:  # chmod MODE PATH...: an octal mode on directories made before
+                    mode = int(argv[1], 8)
+                    for path in argv[2:]:
+                        if path not in dirs:
+                            raise ValueError(f"{dockerfile}: chmod of {path}, which no earlier line creates")
+                        dirs[path] = Owned(dirs[path].uid, dirs[path].gid, mode)
+                    continue
                 if argv[:1] != ["mkdir"]:
                     continue
                 mode, paths, args = 0o755, [], iter(argv[1:])

@@ -21,7 +21,7 @@ from trimodal.contract import ENCODERS, TensorSpec
 from trimodal.errors import EngineError
 from trimodal.runtime.pipeline import run_models
 from trimodal.tensorrt import runtime, samples
-from trimodal.tensorrt.builder import BuildSettings, build_all, build_engine
+from trimodal.tensorrt.builder import BuildSettings, build_all, build_engine, needs_strongly_typed_flag
 from trimodal.tensorrt.layers import LayerPrecisions, check_graph_precision, summarize_network
 from trimodal.tensorrt.metadata import (
     PlanMetadata,
@@ -491,3 +491,10 @@ def test_build_engines_has_the_gpu_build_options(monkeypatch):
     assert result.exit_code == 0
     for option in ("--repository", "--build-dir", "--precision", "--workspace", "--force", "--spec"):
         assert option in result.output
+
+
+def test_the_strongly_typed_flag_is_asked_for_only_where_it_means_something() -> None:
+    """TensorRT 10 needs NetworkDefinitionCreationFlag.STRONGLY_TYPED; NvInfer.h 11.1 deprecates and ignores it
+    (every 11 network is strongly typed), and Polygraphy raises if a later release drops a flag it is asked for."""
+    assert needs_strongly_typed_flag("10.16.0.72") and needs_strongly_typed_flag("10.3.0")
+    assert not needs_strongly_typed_flag("11.1.0.106") and not needs_strongly_typed_flag("12.0.0")

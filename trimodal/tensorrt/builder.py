@@ -77,17 +77,29 @@ class BuildSettings:
     progress: bool = True
 
 
-def parse_network(polygraphy: Any, onnx_path: Path, model: str, profiles: dict[str, ShapeRange]) -> tuple[Any, ...]:
+def needs_strongly_typed_flag(tensorrt_version: str) -> bool:
+    """Whether the network must be created with ``STRONGLY_TYPED``: TensorRT 10 yes; 11 networks always are.
+
+    NvInfer.h 11.1 deprecates the flag ("retained for API compatibility but is ignored"), and Polygraphy raises when
+    a flag it is asked for is missing, so it is asked for only where it means something.
+    """
+    return int(tensorrt_version.split(".")[0]) < 11
+
+
+def parse_network(
+    polygraphy: Any, onnx_path: Path, model: str, profiles: dict[str, ShapeRange], strongly_typed_flag: bool = True
+) -> tuple[Any, ...]:
     """``(builder, network, parser)`` of the graph, parsed once into a strongly typed network.
 
     ``NetworkFromOnnxPath`` is Polygraphy's lazy loader: calling it once parses the graph. (The snake_case
     ``network_from_onnx_path`` already returns the tuple; calling its result again was a TypeError.)
+    ``strongly_typed_flag``: pass :func:`needs_strongly_typed_flag` of the TensorRT in use.
 
     Raises:
         EngineError: if the graph cannot be parsed or its inputs are not the ones the spec derives a profile for.
     """
     try:
-        parsed = polygraphy.NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)()
+        parsed = polygraphy.NetworkFromOnnxPath(str(onnx_path), strongly_typed=strongly_typed_flag)()
     except Exception as exc:  # Polygraphy raises PolygraphyException; TensorRT raises RuntimeError/TypeError
         raise EngineError(f"{model}: TensorRT cannot parse {onnx_path}: {exc}") from exc
     network = parsed[1]
@@ -233,7 +245,9 @@ def build_engine(
     started = time.monotonic()
     LOGGER.info("%s: building a strongly typed %s plan from %s (TensorRT %s, %s)", model, precision, onnx_path,
                 settings.runtime.tensorrt_version, settings.runtime.gpu_name)  # fmt: skip
-    network = parse_network(polygraphy, onnx_path, model, profiles)
+    network = parse_network(
+        polygraphy, onnx_path, model, profiles, needs_strongly_typed_flag(settings.runtime.tensorrt_version)
+    )
     layers = summarize_network(network[1])
     LOGGER.info("%s: %s", model, layers.summary())
     check_graph_precision(layers, precision, onnx_path, model)
@@ -321,4 +335,7 @@ def build_all(
     return results
 
 
-__all__ = ["REBUILD_COMMAND", "BuildSettings", "build_all", "build_engine", "parse_network", "progress_monitor"]
+__all__ = [
+    "REBUILD_COMMAND", "BuildSettings", "build_all", "build_engine", "needs_strongly_typed_flag", "parse_network",
+    "progress_monitor",
+]  # fmt: skip

@@ -26,7 +26,8 @@ METADATA_SCHEMA = 2  # 2: strongly typed builds (graph origin, per-layer precisi
 METADATA_SUFFIX = ".json"
 
 # The TensorRT dtypes Triton can serve (names as in trimodal.contract; layers.DTYPE_NAMES maps TensorRT's names).
-SERVABLE_DTYPES = frozenset({"FP32", "FP16", "BF16", "INT8", "UINT8", "INT32", "INT64", "BOOL", "FP8"})
+# Triton's model config has no FP8 type (model_config.proto ends at TYPE_BF16), so an FP8 input or output is refused.
+SERVABLE_DTYPES = frozenset({"FP32", "FP16", "BF16", "INT8", "UINT8", "INT32", "INT64", "BOOL"})
 
 
 @dataclass(frozen=True)
