@@ -67,7 +67,7 @@ class ScalingPolicy:
     min_replicas: int = 2
     max_replicas: int = 8
     # (metric, per-pod target): the HPA takes the largest recommendation over them.
-    metrics: tuple[tuple[str, float], ...] = (("requestRate", 451.0), ("queueComputeRatio", 1.0))
+    metrics: tuple[tuple[str, float], ...] = (("requestRate", 401.0), ("queueComputeRatio", 1.0))
     tolerance: float = 0.1
     sync_period_s: float = 15.0
     metric_window_s: float = 60.0

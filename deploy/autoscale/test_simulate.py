@@ -44,7 +44,7 @@ def test_policy_defaults_are_the_chart_values() -> None:
 def test_policy_is_read_from_the_chart_values() -> None:
     p = ScalingPolicy.from_chart_values()
     assert (p.min_replicas, p.max_replicas) == (2, 8)
-    assert dict(p.metrics) == {"requestRate": 451.0, "queueComputeRatio": 1.0}
+    assert dict(p.metrics) == {"requestRate": 401.0, "queueComputeRatio": 1.0}
     assert p.scale_down_window_s == 600 and p.scale_up_window_s == 30
     assert p.metric_window_s == 60
     assert {r.kind for r in p.scale_up_rules} == {"Percent", "Pods"}

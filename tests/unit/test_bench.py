@@ -435,6 +435,12 @@ def test_capacity_comes_from_open_loop_levels_only() -> None:
     assert capacity(all_rows, 50)[0] is None
     errors = rows([*_results().levels, _poisson(100, 98, 90, repetition=2, errors=1)])
     assert capacity(errors, 115)[0].rate == 60  # one repetition with an error: 100 req/s does not count
+    # 140 req/s in three windows: p99 110, 100, 300 ms. The median (110) meets 115 ms, the worst window does not:
+    # over all its requests, the p99 at that rate is above 115 ms, so 140 req/s is no capacity at p99 <= 115 ms
+    one_slow = rows([*_results().levels, _poisson(140, 139, 100, repetition=2), _poisson(140, 139, 300, repetition=3)])
+    chosen, walked = capacity(one_slow, 115)
+    assert next(row for row in one_slow if row.rate == 140).p99.median == 110
+    assert chosen.rate == 100 and walked[-1].endswith("misses: p99")
 
 
 def test_plan_arithmetic() -> None:

@@ -2,9 +2,9 @@
 
 From a results folder of ``trimodal bench``:
 
-1. per-replica capacity ``X`` = the highest **offered Poisson rate** of Triton as configured whose median p99,
-   timed from each request's scheduled send, meets the target, with every repetition achieving >= 95% of the
-   rate its schedule placed in the window, without errors (:func:`trimodal.bench.aggregate.capacity`).
+1. per-replica capacity ``X`` = the highest **offered Poisson rate** of Triton as configured at which every
+   repetition's p99, timed from each request's scheduled send, meets the target, with every repetition achieving
+   >= 95% of the rate its schedule placed in the window, without errors (:func:`trimodal.bench.aggregate.capacity`).
    Closed-loop levels are never used: a closed-loop client waits for answers before sending, so its p99 hides the
    queueing (coordinated omission);
 2. ``replicas = ceil(R / (X * headroom))`` (headroom keeps spare capacity for spikes and for losing one replica);
@@ -152,10 +152,10 @@ def make_plan(
         f"target: {rps:g} req/s with p99 <= {p99_ms:g} ms",
         f"open-loop (Poisson) levels of Triton as configured, {len(row.levels)} repetition(s) each, p99 from "
         "scheduled send (median [min-max]); a rate counts if every repetition achieved >= 95% of the rate its Poisson "
-        "schedule placed in the window, error-free:",
+        "schedule placed in the window, error-free, and every repetition's p99 meets the target:",
         *walked,
         f"per-replica capacity X = {capacity:g} req/s: the highest offered rate meeting p99 <= {p99_ms:g} ms "
-        f"(median p99 {row.p99.median:.1f} ms)",
+        f"(p99 {row.p99.text()} ms, the worst window's {row.p99.high:.1f})",
         f"replicas = ceil(R / (X * headroom)) = ceil({rps:g} / ({capacity:.1f} * {headroom:g})) "
         f"= ceil({rps / usable:.2f}) = {replicas}",
         f"load per replica r = {rps:g} / {replicas} = {per_replica:.1f} req/s "

@@ -226,8 +226,9 @@ def _latency_target(all_rows: Sequence[Row], name: str, threshold: float) -> Tar
     )
     return Target(
         name, ratio, threshold, ratio <= threshold and achieved,
-        f"p99 {p99:.1f} ms at 70% of saturation {saturation:.1f}/s = {goal:.1f} req/s, interpolated between the "
-        f"Poisson levels {levels}{'' if achieved else ' (a level < 95% of scheduled or with errors)'}; {c1}",
+        f"p99 {p99:.1f} ms (the median of the windows' p99s) at 70% of saturation {saturation:.1f}/s = {goal:.1f} "
+        f"req/s, interpolated between the Poisson levels {levels}"
+        f"{'' if achieved else ' (a level < 95% of scheduled or with errors)'}; {c1}",
         representative(high),
     )  # fmt: skip
 
