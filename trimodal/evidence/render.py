@@ -374,6 +374,7 @@ def batch_cost(layout: Layout) -> str:
     low, high = ends(levels)
     total_low, total_high = (sum(level["cpu_ms_per_request"].values()) for level in (low, high))
     per_request = sum(cost.per_request_ms for cost in costs.values())
+    client_low, client_high = (level["cpu_ms_per_request"]["client"] for level in (low, high))
     text = (
         "**What a stage execution costs** (`benchmarks/cpu/batch_cost.md`, written by `benchmarks/cpu/batch_cost.py`"
         f" on {meta['cores']} cores, {meta['cpu']}: CPU of every process per request, closed loop at c="
@@ -385,10 +386,14 @@ def batch_cost(layout: Layout) -> str:
         f"(client included). A request costs {total_low:.2f} ms of CPU at c={low['concurrency']} and "
         f"{total_high:.2f} ms at c={high['concurrency']} ({total_low / total_high:.1f}x): at lower loads batches are "
         "smaller and each request pays more of the fixed part, so a Poisson level at a given fraction of the "
-        "closed-loop saturation rate keeps a larger fraction of the cores busy (the benchmark report's CPU "
-        f"ms/answer shows it per level). Every stage execution costs at least {stubs[cheapest].per_execution_ms:.2f} "
-        f"ms in its stub and {costs[SERVER].per_execution_ms:.2f} ms in tritonserver, so fewer Python-backend stages "
-        "per request is what shrinks that part."
+        "closed-loop saturation rate keeps a larger fraction of the cores busy (a benchmark report shows the CPU "
+        f"ms/answer per level where the run recorded its CPU). Every stage execution costs at least "
+        f"{stubs[cheapest].per_execution_ms:.2f} ms in its stub and {costs[SERVER].per_execution_ms:.2f} ms in "
+        "tritonserver, so fewer Python-backend stages per request is what shrinks that part. A caveat on the fit: "
+        "executions per request fall as the load rises, and so does the wall time per request, so a cost per unit "
+        "of time (wake-ups, polling) lands on the per-execution coefficient too; the client, which never batches, "
+        f"also costs less per request at higher load ({client_low:.2f} ms at c={low['concurrency']}, "
+        f"{client_high:.2f} at c={high['concurrency']})."
     )
     return bullet(text)
 
