@@ -86,21 +86,21 @@ def sample() -> CpuSample:
     return CpuSample(time.monotonic(), machine_busy_s(), run_cpu_s())
 
 
+def _cores(before: CpuSample, after: CpuSample, cpu_s: float) -> float:
+    """``cpu_s`` CPU seconds spent between two samples, as cores kept busy (>= 0; 0 without elapsed time)."""
+    wall = after.wall_s - before.wall_s
+    return max(0.0, cpu_s / wall) if wall > 0 else 0.0
+
+
 def outside_cores(before: CpuSample, after: CpuSample) -> float:
     """Cores kept busy by processes outside this run between two samples (>= 0)."""
-    wall = after.wall_s - before.wall_s
-    if wall <= 0:
-        return 0.0
-    outside = (after.machine_busy_s - before.machine_busy_s) - (after.run_s - before.run_s)
-    return max(0.0, outside / wall)
+    machine, run = after.machine_busy_s - before.machine_busy_s, after.run_s - before.run_s
+    return _cores(before, after, machine - run)
 
 
 def run_cores(before: CpuSample, after: CpuSample) -> float:
     """Cores kept busy by this run's own processes (load generator, servers, stubs) between two samples (>= 0)."""
-    wall = after.wall_s - before.wall_s
-    if wall <= 0:
-        return 0.0
-    return max(0.0, (after.run_s - before.run_s) / wall)
+    return _cores(before, after, after.run_s - before.run_s)
 
 
 def busy(load: float | None, cores: int, fraction: float = BUSY_FRACTION) -> bool:

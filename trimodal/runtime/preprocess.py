@@ -57,8 +57,8 @@ if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > MAX_IMAGE_PIXELS:
 
 # --- audio -----------------------------------------------------------------------------------------------
 MAX_AUDIO_SECONDS = 30.0
-"""Clips longer than this (before cropping) are refused, checked from the WAV header and from libsndfile's own frame
-count (a compressed or mislabelled WAV holds more frames than its data chunk's size says) before decoding."""
+"""Clips longer than this (before cropping) are refused before decoding, from libsndfile's own frame count (a
+compressed or mislabelled WAV holds more frames than its data chunk's size says)."""
 MAX_AUDIO_PEAK = 1e9
 """Samples of larger magnitude are refused: float WAVs hold samples within +-1, and from about 1e16 on the power
 spectrum overflows float32 (the clip would be classified from NaN features)."""
@@ -388,17 +388,17 @@ def decode_audio(data: bytes, spec: AudioSpec, *, index: int | None = None) -> n
     _, rate, frames = _parse_wav_header(data, what)
     if frames <= 0:
         raise PreprocessError(f"{what}: empty audio clip (0 samples)")
-    _check_duration(frames, rate, what)
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as clip:
-            _check_duration(clip.frames, clip.samplerate, what)  # libsndfile's count: ADPCM, GSM, a false header
-            limit = int(MAX_AUDIO_SECONDS * clip.samplerate)
-            wave = clip.read(frames=limit + 1, dtype="float32", always_2d=True)
+            rate = clip.samplerate
+            # libsndfile's own frame count, not the data chunk's size / block_align: ADPCM, GSM, a false header
+            _check_duration(clip.frames, rate, what)
+            wave = clip.read(frames=int(MAX_AUDIO_SECONDS * rate) + 1, dtype="float32", always_2d=True)
     except PreprocessError:
         raise
     except Exception as exc:
         raise PreprocessError(f"{what}: cannot decode WAV file: {_without_addresses(exc)}") from None
-    _check_duration(wave.shape[0], rate, what)
+    _check_duration(wave.shape[0], rate, what)  # the read stops one frame past the limit, whatever the count said
     if wave.shape[0] == 0:
         raise PreprocessError(f"{what}: empty audio clip (0 samples)")
     if not np.isfinite(wave).all():
