@@ -95,3 +95,8 @@ def test_the_script_runs_with_the_standard_library_only() -> None:
                           capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "doctor: ready" in done.stdout and "glibc" in done.stdout
+
+
+def test_readme_asks_for_the_disk_the_doctor_checks() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"**Disk**: about {doctor.MIN_FREE_GB:g} GB free" in readme
